@@ -1,0 +1,28 @@
+"""Shared test fixtures: paths to ../shared and a fixed thread count for reproducible numbers."""
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "reference"
+DATA = SHARED / "data"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real RoadScene/TNO pairs, or a skip saying why they are missing."""
+    if not (DATA / "tno" / "ir").is_dir():
+        pytest.skip(f"real image pairs not found at {DATA} (the ../shared folder beside the project)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The reference weights builder and vectors, or a skip saying why they are missing."""
+    if not (REFERENCE / "crossfuse_vectors.pt").is_file():
+        pytest.skip(f"reference vectors not found at {REFERENCE} (the ../shared folder beside the project)")
+    return REFERENCE
