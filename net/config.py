@@ -1,0 +1,43 @@
+"""Model hyperparameters in one place, so checkpoints can record what they were built with."""
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+TEMPERATURES = ("fixed", "block", "head")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Widths and attention settings; the defaults are the paper's network."""
+
+    shallow: int = 32  # channels of the full-resolution shallow features
+    growth: int = 64  # channels each dense layer adds
+    dense_layers: int = 3
+    deep: int = 128  # channels of the 1/8-resolution deep features
+    decoder: int = 64  # width of the decoders' middle layers
+    tile: int = 32  # CAM tile side, in deep-feature pixels (inference)
+    patch: int = 2  # token patch side
+    heads: int = 16
+    mlp_ratio: int = 4
+    self_depth: int = 1  # transformer blocks per self-attention module
+    cross_depth: int = 1  # blocks per cross-attention module
+    temperature: str = "fixed"  # "fixed" (=1, the reference), or learnable per "block" or per "head"
+
+    def __post_init__(self) -> None:
+        if self.temperature not in TEMPERATURES:
+            raise ValueError(f"temperature must be one of {TEMPERATURES}, got {self.temperature!r}")
+        if self.embed % self.heads:
+            raise ValueError(f"embedding {self.embed} (deep * patch^2) is not divisible by heads={self.heads}")
+        if self.tile % self.patch:
+            raise ValueError(f"tile {self.tile} is not a multiple of patch {self.patch}")
+
+    @property
+    def embed(self) -> int:
+        return self.deep * self.patch * self.patch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,87 @@
+"""The fusion decoder, the fusion network (CAM + decoder) and the full CrossFuse model."""
+import torch
+from torch import nn
+
+from net.cam import CrossAttentionModule
+from net.config import ModelConfig
+from net.encoder import Encoder, crop_center, pad_small
+from net.layers import ConvBN, box_mean_3x3, detached_weights, pad_to, upsample
+
+
+class FusionDecoder(nn.Module):
+    """Adds activity-weighted deep and shallow features of both sources to the CAM output."""
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.conv1 = ConvBN(cfg.deep, cfg.decoder)
+        self.conv2 = ConvBN(cfg.decoder, cfg.decoder)
+        self.conv3 = ConvBN(cfg.decoder, cfg.shallow)
+        self.conv4 = ConvBN(cfg.shallow, cfg.shallow)
+        self.out = ConvBN(cfg.shallow, 1, 1)
+
+    def forward(self, cf: torch.Tensor, ir_sh: torch.Tensor, ir_de: torch.Tensor,
+                vi_sh: torch.Tensor, vi_de: torch.Tensor) -> torch.Tensor:
+        wx, wy = detached_weights(box_mean_3x3(ir_de), box_mean_3x3(vi_de))
+        z = cf + wx * ir_de + wy * vi_de
+        z = upsample(self.conv1(z))
+        z = upsample(self.conv2(z))
+        z = upsample(self.conv3(z))
+        z = pad_to(self.conv4(z), *ir_sh.shape[-2:])
+        wx, wy = detached_weights((ir_sh - box_mean_3x3(ir_sh)).abs(), (vi_sh - box_mean_3x3(vi_sh)).abs())
+        z = self.out(z + 0.5 * wx * ir_sh + wy * vi_sh)
+        lo = z.amin(dim=(-2, -1), keepdim=True)
+        hi = z.amax(dim=(-2, -1), keepdim=True)
+        return (z - lo) / (hi - lo + 1e-6) * 255
+
+
+class FusionNet(nn.Module):
+    """What stage 2 trains: the CAM and the fusion decoder (the reference's fusion checkpoint)."""
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.cam = CrossAttentionModule(cfg)
+        self.decoder = FusionDecoder(cfg)
+
+    def forward(self, ir_sh: torch.Tensor, ir_de: torch.Tensor, vi_sh: torch.Tensor,
+                vi_de: torch.Tensor) -> torch.Tensor:
+        cf = self.cam(ir_de, vi_de, tiled=not self.training)
+        return self.decoder(cf, ir_sh, ir_de, vi_sh, vi_de)
+
+
+class CrossFuse(nn.Module):
+    """IR encoder + VIS encoder + fusion network: an IR and a VIS image of any size in, fused out.
+
+    Inputs and output are B x 1 x H x W holding 0..255. With frozen encoders (stage 2) they stay in
+    eval mode and run without gradient, as in the reference.
+    """
+
+    def __init__(self, cfg: ModelConfig = ModelConfig(), frozen_encoders: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.ir_encoder = Encoder(cfg)
+        self.vi_encoder = Encoder(cfg)
+        self.fusion = FusionNet(cfg)
+        self.frozen_encoders = frozen_encoders
+        if frozen_encoders:
+            self.ir_encoder.requires_grad_(False)
+            self.vi_encoder.requires_grad_(False)
+            self.train(self.training)
+
+    def train(self, mode: bool = True) -> "CrossFuse":
+        super().train(mode)
+        if self.frozen_encoders:
+            self.ir_encoder.eval()
+            self.vi_encoder.eval()
+        return self
+
+    def encode(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoders):
+            return (*self.ir_encoder(ir), *self.vi_encoder(vi))
+
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        if ir.shape != vi.shape:
+            raise ValueError(f"IR and VIS batches differ in shape: {tuple(ir.shape)} vs {tuple(vi.shape)}")
+        h, w = ir.shape[-2:]
+        fused = self.fusion(*self.encode(pad_small(ir), pad_small(vi)))
+        return crop_center(fused, h, w)
