@@ -92,13 +92,17 @@ def _unused_fusion_entries(cfg: ModelConfig) -> dict[str, torch.Tensor]:
     return extra
 
 
+def _count(state: dict, pattern: str) -> int:
+    return sum(1 for key in state if re.fullmatch(pattern, key))
+
+
 def infer_config(state: dict[str, torch.Tensor], kind: str, heads: int = 16, **overrides) -> ModelConfig:
     """Widths from a reference state dict's shapes (heads and tile cannot be read off the weights)."""
     try:
         if kind == "autoencoder":
             conv1 = state["fea_encoder1.conv1.conv2d.0.weight"]
             growth = state["fea_encoder1.dense_blocks.0.dense_conv0.conv2d.0.weight"].shape[0]
-            layers = sum(1 for k in state if re.fullmatch(r"fea_encoder1\.dense_blocks\.0\.dense_conv\d+\.conv2d\.0\.weight", k))
+            layers = _count(state, r"fea_encoder1\.dense_blocks\.0\.dense_conv\d+\.conv2d\.0\.weight")
             deep = state["fea_encoder1.dense_blocks.0.adjust_conv.conv2d.0.weight"].shape[0]
             decoder = state["recon_decoder1.conv1.conv2d.0.weight"].shape[0]
             values = dict(shallow=conv1.shape[0], growth=growth, dense_layers=layers, deep=deep, decoder=decoder)
@@ -112,10 +116,8 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, heads: int = 16, **o
                 shallow=state["decoder_fusion.conv_last.conv2d.0.weight"].shape[1],
                 patch=round((embed / deep) ** 0.5),
                 mlp_ratio=hidden // embed,
-                self_depth=sum(1 for k in state if re.fullmatch(
-                    rf"{re.escape(_CAM)}self_atten_block1\.self_atten1\.blocks\.\d+\.norm1\.weight", k)),
-                cross_depth=sum(1 for k in state if re.fullmatch(
-                    rf"{re.escape(_CAM)}cross_atten_block\.cross_atten1\.blocks\.\d+\.norm1\.weight", k)),
+                self_depth=_count(state, r".+\.self_atten_block1\.self_atten1\.blocks\.\d+\.norm1\.weight"),
+                cross_depth=_count(state, r".+\.cross_atten1\.blocks\.\d+\.norm1\.weight"),
             )
     except (KeyError, AttributeError, IndexError) as e:
         raise CrossFuseError(f"not a reference {kind} checkpoint: missing key {e}") from None
