@@ -68,6 +68,16 @@ class CrossFuse(nn.Module):
             self.vi_encoder.requires_grad_(False)
             self.train(self.training)
 
+    @classmethod
+    def from_parts(cls, ir_encoder: Encoder, vi_encoder: Encoder, fusion: FusionNet,
+                   frozen_encoders: bool = False) -> "CrossFuse":
+        """Assemble a model from trained pieces (stage-1 encoders, a fusion network), copying weights."""
+        model = cls(fusion.cfg, frozen_encoders=frozen_encoders)
+        model.ir_encoder.load_state_dict(ir_encoder.state_dict())
+        model.vi_encoder.load_state_dict(vi_encoder.state_dict())
+        model.fusion.load_state_dict(fusion.state_dict())
+        return model
+
     def train(self, mode: bool = True) -> "CrossFuse":
         super().train(mode)
         if self.frozen_encoders:

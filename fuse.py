@@ -1,0 +1,114 @@
+"""Fuse infrared and visible images with a CrossFuse model.
+
+    python fuse.py --ir IR.png --vi VIS.png --out fused.png --reference models/reference
+    python fuse.py --ir data/tno/ir --vi data/tno/vi --out out/tno --model models/end_to_end
+
+Weights: the paper's released files (--reference DIR), a run of this suite (--model FILE_OR_DIR,
+optionally --epoch N), or explicit --fusion/--ir-encoder/--vi-encoder files of either kind.
+A colour visible image is fused through its luma and written in colour (Cb, Cr from the visible
+image) unless --gray. Output: 8-bit PNG, same size as the inputs.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from net.checkpoint import find_reference, find_trained, load_crossfuse
+from net.model import CrossFuse
+from utils.device import autocast, pick_device
+from utils.errors import CrossFuseError
+from utils.images import IMAGE_EXTENSIONS, is_color, read_gray, read_ycbcr, write_gray, write_ycbcr_as_rgb
+from utils.pairs import Pair, find_pairs, pair_single
+
+
+@torch.inference_mode()
+def fuse_gray(model: CrossFuse, ir: np.ndarray, vi: np.ndarray, device: torch.device,
+              amp: bool = False) -> np.ndarray:
+    """Fuse two uint8 H x W images; returns the uint8 H x W fused image."""
+    ir_t, vi_t = (torch.from_numpy(x).float()[None, None].to(device) for x in (ir, vi))
+    with autocast(device, amp):
+        fused = model(ir_t, vi_t)
+    return fused.float().clamp(0, 255).round().to(torch.uint8)[0, 0].cpu().numpy()
+
+
+def fuse_pair(model: CrossFuse, pair: Pair, out: Path, device: torch.device, amp: bool = False,
+              gray: bool = False) -> Path:
+    """Read, check, fuse and write one pair; colour VIS keeps its chroma unless gray."""
+    ir, vi = read_gray(pair.ir), read_gray(pair.vi)
+    if ir.shape != vi.shape:
+        raise CrossFuseError(f"{pair.ir} is {ir.shape[1]}x{ir.shape[0]} but {pair.vi} is "
+                             f"{vi.shape[1]}x{vi.shape[0]}: a pair must have the same size")
+    fused = fuse_gray(model, ir, vi, device, amp)
+    if gray or not is_color(pair.vi):
+        write_gray(out, fused)
+    else:
+        ycbcr = read_ycbcr(pair.vi)
+        ycbcr[..., 0] = fused
+        write_ycbcr_as_rgb(out, ycbcr)
+    return out
+
+
+def load_model(args: argparse.Namespace) -> CrossFuse:
+    """The model named by exactly one of --reference, --model, or --fusion (+ encoders)."""
+    chosen = [name for name in ("reference", "model", "fusion") if getattr(args, name)]
+    if len(chosen) != 1:
+        raise CrossFuseError("give exactly one of --reference DIR, --model PATH or --fusion FILE")
+    if args.reference:
+        ir, vi, fusion = find_reference(args.reference)
+        return load_crossfuse(fusion, ir, vi)
+    if args.model:
+        return load_crossfuse(find_trained(args.model, args.epoch), args.ir_encoder, args.vi_encoder)
+    return load_crossfuse(args.fusion, args.ir_encoder, args.vi_encoder)
+
+
+def plan(ir: Path, vi: Path, out: Path) -> tuple[list[tuple[Pair, Path]], list[Path]]:
+    """(pair, output path) for a single pair of files or for every pair of two folders; also the unpaired."""
+    if ir.is_file() or vi.is_file():
+        pair = pair_single(ir, vi)
+        target = out if out.suffix.lower() in IMAGE_EXTENSIONS else out / f"{pair.name}.png"
+        return [(pair, target.with_suffix(".png"))], []
+    scan = find_pairs(ir, vi)
+    return [(p, out / f"{p.name}.png") for p in scan.pairs], scan.unpaired
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ir", type=Path, required=True, help="infrared image or folder")
+    parser.add_argument("--vi", type=Path, required=True, help="visible image or folder")
+    parser.add_argument("--out", type=Path, required=True, help="output PNG (one pair) or folder")
+    parser.add_argument("--reference", type=Path, help="folder with the reference's *_ir/*_vi/fusetrans*.model")
+    parser.add_argument("--model", type=Path, help="a fusion .model of this suite, or its training output folder")
+    parser.add_argument("--epoch", type=int, help="with --model DIR: this epoch instead of the latest")
+    parser.add_argument("--fusion", type=Path, help="fusion checkpoint (reference or suite)")
+    parser.add_argument("--ir-encoder", type=Path, help="IR encoder/autoencoder checkpoint")
+    parser.add_argument("--vi-encoder", type=Path, help="VIS encoder/autoencoder checkpoint")
+    parser.add_argument("--gray", action="store_true", help="write the fused luma only")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    args = parser.parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        jobs, unpaired = plan(args.ir, args.vi, args.out)
+        model = load_model(args).to(device)
+        for path in unpaired:
+            print(f"warning: no partner for {path}", file=sys.stderr)
+        failures = []
+        for pair, target in tqdm(jobs, desc="fusing", unit="pair", disable=len(jobs) < 2):
+            try:
+                fuse_pair(model, pair, target, device, args.amp, args.gray)
+            except CrossFuseError as e:
+                failures.append(str(e))
+                tqdm.write(f"error: {e}", file=sys.stderr)
+    except CrossFuseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"fused {len(jobs) - len(failures)} of {len(jobs)} pairs into {args.out}"
+          + (f"; {len(unpaired)} unpaired files listed above" if unpaired else ""))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

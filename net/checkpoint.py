@@ -1,0 +1,163 @@
+"""This suite's `.model` files, and finding/loading weights for inference.
+
+Every file this suite writes is a dict {"format", "kind", "config", "state_dict", ...meta}, kind one
+of "autoencoder" (stage 1), "encoder" (an end-to-end encoder) or "crossfuse" (a complete fusion
+model: both encoders, CAM and decoder, so a fusion file alone is enough to fuse). Files in the
+reference's layout (plain state dicts) are recognised and converted through net.reference.
+"""
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from net.config import ModelConfig
+from net.encoder import AutoEncoder, Encoder
+from net.model import CrossFuse, FusionNet
+from net.reference import from_reference
+from utils.atomic import atomic_save
+from utils.errors import CrossFuseError
+
+FORMAT = "crossfuse-suite/1"
+SUITE_KINDS = ("autoencoder", "encoder", "crossfuse")
+
+
+@dataclass
+class Checkpoint:
+    """A `.model` file as read: kind "reference-autoencoder"/"reference-fusion" or one of SUITE_KINDS."""
+
+    path: Path
+    kind: str
+    state: dict[str, torch.Tensor]
+    config: ModelConfig | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_model(path: str | Path, module: nn.Module, kind: str, **meta: Any) -> Path:
+    """Write a suite `.model` file atomically; meta holds anything JSON-like (epoch, temperature...)."""
+    if kind not in SUITE_KINDS:
+        raise ValueError(f"kind must be one of {SUITE_KINDS}")
+    cfg = module.cfg if hasattr(module, "cfg") else meta.pop("config")
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    return atomic_save({"format": FORMAT, "kind": kind, "config": cfg.to_dict(), "state_dict": state, **meta}, path)
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CrossFuseError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CrossFuseError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__})") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("kind") not in SUITE_KINDS or not isinstance(obj.get("state_dict"), dict):
+            raise CrossFuseError(f"{path}: suite checkpoint of unknown kind {obj.get('kind')!r}")
+        meta = {k: v for k, v in obj.items() if k not in ("format", "kind", "config", "state_dict")}
+        return Checkpoint(path, obj["kind"], obj["state_dict"], ModelConfig.from_dict(obj["config"]), meta)
+    if isinstance(obj, dict) and "format" in obj:
+        raise CrossFuseError(f"{path}: unknown checkpoint format {obj['format']!r} (a training-state file?)")
+    if isinstance(obj, dict) and "fea_encoder1.conv1.conv2d.0.weight" in obj:
+        return Checkpoint(path, "reference-autoencoder", obj)
+    if isinstance(obj, dict) and "decoder_fusion.conv1.conv2d.0.weight" in obj:
+        return Checkpoint(path, "reference-fusion", obj)
+    raise CrossFuseError(f"{path}: neither a CrossFuse reference checkpoint nor one of this suite")
+
+
+def _load(module: nn.Module, state: dict, path: Path) -> nn.Module:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise CrossFuseError(f"{path}: weights do not fit the model ({first})") from None
+    return module
+
+
+def load_encoder(path: str | Path, modality: str) -> Encoder:
+    """An encoder from a stage-1 autoencoder, an end-to-end encoder or a complete model file."""
+    ckpt = read_checkpoint(path)
+    if ckpt.kind == "reference-autoencoder":
+        return from_reference(ckpt.state, "autoencoder", ckpt.path).encoder
+    prefix = {"autoencoder": "encoder.", "encoder": "", "crossfuse": f"{modality}_encoder."}.get(ckpt.kind)
+    if prefix is None:
+        raise CrossFuseError(f"{ckpt.path}: a {ckpt.kind} checkpoint holds no encoder")
+    state = {k[len(prefix):]: v for k, v in ckpt.state.items() if k.startswith(prefix)}
+    return _load(Encoder(ckpt.config), state, ckpt.path)
+
+
+def load_autoencoder(path: str | Path) -> AutoEncoder:
+    ckpt = read_checkpoint(path)
+    if ckpt.kind == "reference-autoencoder":
+        return from_reference(ckpt.state, "autoencoder", ckpt.path)
+    if ckpt.kind != "autoencoder":
+        raise CrossFuseError(f"{ckpt.path}: expected an autoencoder checkpoint, found {ckpt.kind}")
+    return _load(AutoEncoder(ckpt.config), ckpt.state, ckpt.path)
+
+
+def _check_compatible(encoder: Encoder, fusion: FusionNet, source: Path) -> None:
+    widths = (encoder.shallow.conv.out_channels, encoder.dense2.adjust.conv.out_channels)
+    if widths != (fusion.cfg.shallow, fusion.cfg.deep):
+        raise CrossFuseError(f"{source}: encoder widths (shallow, deep) = {widths} do not match the fusion "
+                             f"network's ({fusion.cfg.shallow}, {fusion.cfg.deep}); checkpoints of different models")
+
+
+def load_crossfuse(fusion: str | Path, ir_encoder: str | Path | None = None,
+                   vi_encoder: str | Path | None = None) -> CrossFuse:
+    """A complete model from a fusion file plus, where it holds none (reference files), encoder files."""
+    ckpt = read_checkpoint(fusion)
+    if ckpt.kind == "crossfuse":
+        model = _load(CrossFuse(ckpt.config), ckpt.state, ckpt.path)
+    elif ckpt.kind == "reference-fusion":
+        if ir_encoder is None or vi_encoder is None:
+            raise CrossFuseError(f"{ckpt.path}: a reference fusion checkpoint needs the IR and VIS encoder files too")
+        net = from_reference(ckpt.state, "fusion", ckpt.path)
+        model = CrossFuse(net.cfg)
+        model.fusion.load_state_dict(net.state_dict())
+    else:
+        raise CrossFuseError(f"{ckpt.path}: expected a fusion checkpoint, found {ckpt.kind}")
+    for modality, path in (("ir", ir_encoder), ("vi", vi_encoder)):
+        if path is not None:
+            encoder = load_encoder(path, modality)
+            _check_compatible(encoder, model.fusion, Path(path))
+            setattr(model, f"{modality}_encoder", encoder)
+    return model.eval()
+
+
+def _latest(folder: Path, pattern: str) -> Path | None:
+    """The file matching `pattern` (a regex with one epoch group) with the highest epoch."""
+    found = [(int(m.group(1) or 0), p) for p in folder.glob("*.model") if (m := re.fullmatch(pattern, p.name))]
+    return max(found)[1] if found else None
+
+
+def find_reference(folder: str | Path) -> tuple[Path, Path, Path]:
+    """The three files of a released reference model in one folder: IR, VIS autoencoders and fusion."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CrossFuseError(f"{folder}: reference weights folder not found")
+    files = (_latest(folder, r".*?(\d*)_ir\.model"), _latest(folder, r".*?(\d*)_vi\.model"),
+             _latest(folder, r"fusetrans.*?(\d*)\.model"))
+    for name, path in zip(("*_ir.model", "*_vi.model", "fusetrans*.model"), files, strict=True):
+        if path is None:
+            raise CrossFuseError(f"{folder}: no {name} file (expected the reference's three checkpoints)")
+    return files
+
+
+def find_trained(path: str | Path, epoch: int | None = None) -> Path:
+    """The fusion `.model` of a training run: a file, an output folder, or `models/` holding one run."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CrossFuseError(f"{path}: model file or folder not found")
+    n = r"(\d+)" if epoch is None else f"({epoch})"
+    candidates = [p for folder in (path, path / "end_to_end", path / "transfuse") if folder.is_dir()
+                  for p in [_latest(folder, rf"end_to_end_fusion_epoch_{n}\.model"),
+                            _latest(folder, rf"fusetrans_epoch_{n}\.model")] if p is not None]
+    if not candidates:
+        which = "any epoch" if epoch is None else f"epoch {epoch}"
+        raise CrossFuseError(f"{path}: no end_to_end_fusion_epoch_N.model or fusetrans_epoch_N.model for {which}")
+    if len(candidates) > 1:
+        raise CrossFuseError(f"{path}: holds several runs ({', '.join(str(c) for c in candidates)}); name one")
+    return candidates[0]

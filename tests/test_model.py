@@ -1,0 +1,168 @@
+"""Shapes, sizes, tiling, temperature and checkpoint conversion of the network (narrow models, fast)."""
+import pytest
+import torch
+
+from net.cam import CrossAttentionModule, from_tiles, from_tokens, to_tiles, to_tokens
+from net.checkpoint import load_crossfuse, read_checkpoint, save_model
+from net.config import ModelConfig
+from net.encoder import AutoEncoder
+from net.layers import reflect_pad
+from net.model import CrossFuse, FusionNet
+from net.reference import from_reference, to_reference
+from utils.errors import CrossFuseError
+
+TINY = ModelConfig(shallow=4, growth=4, deep=8, decoder=8, tile=4, patch=2, heads=2, mlp_ratio=2)
+
+
+def images(h: int, w: int, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.rand(batch, 1, h, w, generator=g) * 255 for _ in range(2))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (5, 3), (15, 16), (17, 23), (40, 33), (64, 64)])
+def test_any_size_gives_same_size_finite_output(size):
+    model = CrossFuse(TINY).eval()
+    ir, vi = images(*size)
+    with torch.no_grad():
+        out = model(ir, vi)
+    assert out.shape == ir.shape
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 255 + 1e-3
+
+
+def test_reflect_pad_matches_torch_where_valid_and_extends_beyond():
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    assert torch.equal(reflect_pad(x, 1, 2, 2, 1), torch.nn.functional.pad(x, (1, 2, 2, 1), mode="reflect"))
+    big = reflect_pad(x, 9, 9, 7, 7)
+    assert big.shape[-2:] == (17, 22)
+    assert torch.equal(big[..., 7:10, 9:13], x)
+    assert reflect_pad(torch.ones(1, 1, 1, 1), 3, 3, 3, 3).shape[-2:] == (7, 7)
+
+
+def test_tokens_are_channel_major_and_invertible():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
+    t = to_tokens(x, 2)
+    assert t.shape == (2, 6, 12)
+    # token 1 is the patch at rows 0-1, cols 2-3; element c*4 + py*2 + px
+    assert t[0, 1, 1 * 4 + 1 * 2 + 0] == x[0, 1, 1, 2]
+    assert torch.equal(from_tokens(t, 2, 4, 6), x)
+    odd = torch.rand(1, 3, 5, 7)
+    assert torch.equal(from_tokens(to_tokens(odd, 2), 2, 5, 7), odd)
+
+
+def test_tiles_roundtrip_in_raster_order():
+    x = torch.rand(2, 3, 8, 12)
+    tiles = to_tiles(x, 4)
+    assert tiles.shape == (12, 3, 4, 4)
+    assert torch.equal(tiles[1], x[0, :, 0:4, 4:8]) and torch.equal(tiles[3], x[0, :, 4:8, 0:4])
+    assert torch.equal(from_tiles(tiles, 2, 8, 12), x)
+
+
+def test_batched_tiles_equal_one_tile_at_a_time():
+    cam = CrossAttentionModule(TINY).eval()
+    a, b = torch.rand(1, 8, 8, 12), torch.rand(1, 8, 8, 12)
+    with torch.no_grad():
+        batched = cam(a, b, tiled=True)
+        for i in range(0, 8, 4):
+            for j in range(0, 12, 4):
+                one = cam.attend(a[..., i:i + 4, j:j + 4], b[..., i:i + 4, j:j + 4])
+                torch.testing.assert_close(batched[..., i:i + 4, j:j + 4], one, rtol=1e-5, atol=1e-5)
+
+
+def test_cross_attention_matches_explicit_resoftmax():
+    cam = CrossAttentionModule(TINY)
+    block = cam.cross_ir.blocks[0]
+    xq, xkv = torch.rand(2, 5, TINY.embed), torch.rand(2, 5, TINY.embed)
+    nq, nkv = block.norm1(xq), block.norm1(xkv)
+    hd = TINY.embed // TINY.heads
+    pairs = ((block.q, nq), (block.k, nkv), (block.v, nkv))
+    q, k, v = (lin(n).view(2, 5, TINY.heads, hd).transpose(1, 2) for lin, n in pairs)
+    attn = torch.softmax(-(q @ k.transpose(-1, -2)) / hd**0.5, dim=-1) @ v
+    y = xkv + block.proj(attn.transpose(1, 2).reshape(2, 5, TINY.embed))
+    y = y + block.mlp(block.norm2(y))
+    torch.testing.assert_close(cam.cross_ir(xq, xkv), cam.cross_ir.norm(y))
+
+
+@pytest.mark.parametrize("mode,shape", [("block", (1,)), ("head", (TINY.heads,))])
+def test_learnable_temperature(mode, shape):
+    cfg = ModelConfig(**{**TINY.to_dict(), "temperature": mode})
+    model = CrossFuse(cfg).train()
+    temps = model.fusion.cam.temperatures()
+    assert len(temps) == 2 * cfg.cross_depth and all(t.shape == shape and torch.all(t == 1) for t in temps)
+    ir, vi = images(32, 32, batch=2)
+    model(ir, vi).mean().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in temps)
+    assert CrossFuse(TINY).fusion.cam.temperatures() == []
+
+
+def test_frozen_encoders_stay_in_eval_without_grad():
+    model = CrossFuse(TINY, frozen_encoders=True).train()
+    assert not model.ir_encoder.training and model.fusion.training
+    ir, vi = images(32, 32, batch=2)
+    model(ir, vi).mean().backward()
+    assert all(p.grad is None for p in model.ir_encoder.parameters())
+    assert all(p.grad is not None for p in model.fusion.decoder.parameters())
+
+
+def test_memory_is_linear_in_pixels():
+    """Activations of tiled inference scale with the pixel count (no global attention)."""
+    cam = CrossAttentionModule(TINY).eval()
+    seen = []
+    for side in (16, 32):
+        a = torch.rand(1, 8, side, side)
+        seen.append(to_tiles(a, TINY.tile).shape[0])
+    assert seen[1] == 4 * seen[0]
+    with torch.no_grad():
+        assert cam(torch.rand(1, 8, 32, 32), torch.rand(1, 8, 32, 32), tiled=True).shape == (1, 8, 32, 32)
+
+
+def test_reference_roundtrip_both_ways():
+    fusion, ae = FusionNet(TINY), AutoEncoder(TINY)
+    for module, kind in ((fusion, "fusion"), (ae, "autoencoder")):
+        ref = to_reference(module)
+        back = from_reference(ref, kind, cfg=TINY)
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, back.state_dict()[key]), key
+        again = to_reference(back)
+        assert ref.keys() == again.keys()
+
+
+def test_reference_layout_matches_schema(reference_dir):
+    import json
+    schema = json.loads((reference_dir / "official_schema.json").read_text())
+    for kind, module in (("autoencoder", AutoEncoder()), ("fusion", FusionNet())):
+        ref = {k: list(v.shape) for k, v in to_reference(module).items()}
+        assert ref == dict(schema[kind])
+
+
+def test_reference_errors_name_file_and_key():
+    ref = to_reference(FusionNet(TINY))
+    with pytest.raises(CrossFuseError, match=r"f\.model: missing key 'cross_atten_block"):
+        from_reference({k: v for k, v in ref.items() if "cross_atten1.blocks.0.attn.q_linear.bias" not in k},
+                       "fusion", "f.model", TINY)
+    with pytest.raises(CrossFuseError, match="unexpected key 'extra.weight'"):
+        from_reference({**ref, "extra.weight": torch.zeros(1)}, "fusion", "f.model", TINY)
+    bad = dict(ref)
+    bad["decoder_fusion.conv_block.0.conv2d.0.bias"] = torch.zeros(3)
+    with pytest.raises(CrossFuseError, match=r"conv_block\.0\.conv2d\.0\.bias' has shape \(3,\)"):
+        from_reference(bad, "fusion", "f.model", TINY)
+    with pytest.raises(CrossFuseError, match="reference autoencoder checkpoint, expected a fusion"):
+        from_reference(to_reference(AutoEncoder(TINY)), "fusion", "a.model")
+
+
+def test_suite_checkpoints_roundtrip_and_reject_wrong_kinds(tmp_path):
+    model = CrossFuse(TINY).eval()
+    path = save_model(tmp_path / "fusetrans_epoch_1.model", model, "crossfuse", epoch=1)
+    assert read_checkpoint(path).meta["epoch"] == 1
+    loaded = load_crossfuse(path)
+    ir, vi = images(40, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ir, vi), model(ir, vi))
+    ae = save_model(tmp_path / "auto_encoder_epoch_1_ir.model", AutoEncoder(TINY), "autoencoder")
+    with pytest.raises(CrossFuseError, match="auto_encoder_epoch_1_ir.model: expected a fusion checkpoint"):
+        load_crossfuse(ae)
+    (tmp_path / "junk.model").write_bytes(b"not a checkpoint")
+    with pytest.raises(CrossFuseError, match="junk.model: cannot be read"):
+        load_crossfuse(tmp_path / "junk.model")
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "other.model")
+    with pytest.raises(CrossFuseError, match="other.model: neither"):
+        load_crossfuse(tmp_path / "other.model")
