@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from utils.errors import CrossFuseError
 
@@ -45,7 +45,9 @@ def _open(path: str | Path) -> Image.Image:
 
 
 def _one_line(err: BaseException) -> str:
-    """PIL messages sometimes span lines; the user-facing error must not."""
+    """PIL messages sometimes span lines or repeat the path; the user-facing error must not."""
+    if isinstance(err, UnidentifiedImageError):
+        return "unknown format or corrupt header"
     return " ".join(str(err).split()) or type(err).__name__
 
 
