@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader, resize_uint8
+from utils.demo_data import make_demo_dataset
 from utils.errors import CrossFuseError
+from utils.images import read_gray
 from utils.pairs import Pair, discover_pairs
 
 
@@ -233,3 +235,27 @@ def test_real_tno_pairs(shared_data):
     assert dataset.validate() == 0
     ir, vi = next(iter(make_loader(dataset, 4, True, 0, seed=0, epoch=0)))
     assert ir.shape == vi.shape == (4, 1, 64, 64) and 0 <= ir.min() and ir.max() <= 255
+
+
+# --- demo data --------------------------------------------------------------------------------
+
+
+def test_demo_dataset(tmp_path):
+    root = make_demo_dataset(tmp_path / "demo", n_train=4, n_test=2, size=64, seed=0)
+    train, test = discover_pairs(root / "train"), discover_pairs(root / "test")
+    assert [p.name for p in train.pairs] == ["000", "001", "002", "003"] and len(test.pairs) == 2
+    ir, vi = read_gray(train.pairs[0].ir), read_gray(train.pairs[0].vi)
+    assert ir.shape == vi.shape == (64, 64)
+    edges = [np.abs(np.diff(image.astype(int), axis=1)).mean() for image in (ir, vi)]
+    assert edges[1] > 2 * edges[0]  # VIS carries the texture, IR is smooth
+    assert np.any((vi < 25) & (ir > 150))  # a warm object hidden in a dark VIS region
+
+    written = train.pairs[0].ir.stat().st_mtime_ns
+    make_demo_dataset(tmp_path / "demo", n_train=4, n_test=2, size=64, seed=0)
+    assert train.pairs[0].ir.stat().st_mtime_ns == written  # complete: not generated again
+
+    same = make_demo_dataset(tmp_path / "same", n_train=4, n_test=2, size=64, seed=0)
+    assert (same / "train/vi/002.png").read_bytes() == (root / "train/vi/002.png").read_bytes()
+    make_demo_dataset(tmp_path / "demo", n_train=2, n_test=2, size=64, seed=1)
+    assert sorted(p.name for p in (root / "train" / "ir").iterdir()) == ["000.png", "001.png"]
+    assert (root / "train/vi/000.png").read_bytes() != (same / "train/vi/000.png").read_bytes()
