@@ -113,7 +113,9 @@ def build_cache(items: list[Pair] | list[Path], size: int, cache_dir: Path, work
     """The path of an up-to-date cache .npy for these items at size x size, building it if needed.
 
     The file name carries a hash of the source list, so different data sets can share cache_dir.
-    `workers` decoding processes are used for the build (0 = in this process).
+    `workers` decoding processes are used for the build (0 = in this process). Each image is resized
+    on its own, as PairDataset does in resize mode, so pairs of different sizes are accepted
+    (size_mismatch="resize"); unreadable items are left out with a warning and listed in the index.
     """
     if not items:
         raise CrossFuseError(f"{cache_dir}: nothing to cache (no items given)")

@@ -113,7 +113,6 @@ class _FileDataset(Dataset):
         """Select the epoch whose random crops/flips __getitem__ produces."""
         self.epoch = epoch
 
-
     def _check_sizes(self, files: tuple, shapes: list[tuple[int, int]]) -> None:
         if self.size_mismatch == "error" and len(set(shapes)) > 1:
             sizes = " vs ".join(f"{w}x{h}" for h, w in shapes)
@@ -126,7 +125,11 @@ class _FileDataset(Dataset):
         return self.transform(images, item_rng(self.seed, self.epoch, index))
 
     def load(self, index: int) -> list[torch.Tensor]:
-        """The item's tensors; a bad item is replaced by the next good one when skipping."""
+        """The item's tensors; a bad item is replaced by the next good one when skipping.
+
+        `skipped` counts bad items met in this process only: DataLoader workers keep their own
+        counts, which is why validate() exists to catch bad files up front.
+        """
         for offset in range(len(self.items)):
             candidate = (index + offset) % len(self.items)
             if candidate in self._bad:
@@ -136,7 +139,7 @@ class _FileDataset(Dataset):
             except CrossFuseError as err:
                 if self.on_error == "raise":
                     raise
-                log.warning("skipping unreadable item: %s", err)
+                log.warning("skipping item: %s", err)
                 self._bad.add(candidate)
                 self.skipped += 1
         raise CrossFuseError(f"{self.items[index][0]}: every item of the data set is unreadable")
@@ -145,6 +148,7 @@ class _FileDataset(Dataset):
         """Drop items whose headers are unreadable (or sizes differ, if that is an error); returns the count.
 
         Only headers are read, so this is cheap enough to run over a whole data set before training.
+        The files of dropped items are kept in `skipped_files`.
         """
         good = []
         for name, files in zip(self.names, self.items, strict=True):
