@@ -12,43 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from net.checkpoint import find_reference, find_trained, load_crossfuse
 from net.model import CrossFuse
-from utils.device import autocast, pick_device
+from utils.device import pick_device
 from utils.errors import CrossFuseError
-from utils.images import IMAGE_EXTENSIONS, is_color, read_gray, read_ycbcr, write_gray, write_ycbcr_as_rgb
+from utils.images import IMAGE_EXTENSIONS
+from utils.inference import fuse_pair
 from utils.pairs import Pair, find_pairs, pair_single
-
-
-@torch.inference_mode()
-def fuse_gray(model: CrossFuse, ir: np.ndarray, vi: np.ndarray, device: torch.device,
-              amp: bool = False) -> np.ndarray:
-    """Fuse two uint8 H x W images; returns the uint8 H x W fused image."""
-    ir_t, vi_t = (torch.from_numpy(x).float()[None, None].to(device) for x in (ir, vi))
-    with autocast(device, amp):
-        fused = model(ir_t, vi_t)
-    return fused.float().clamp(0, 255).round().to(torch.uint8)[0, 0].cpu().numpy()
-
-
-def fuse_pair(model: CrossFuse, pair: Pair, out: Path, device: torch.device, amp: bool = False,
-              gray: bool = False) -> Path:
-    """Read, check, fuse and write one pair; colour VIS keeps its chroma unless gray."""
-    ir, vi = read_gray(pair.ir), read_gray(pair.vi)
-    if ir.shape != vi.shape:
-        raise CrossFuseError(f"{pair.ir} is {ir.shape[1]}x{ir.shape[0]} but {pair.vi} is "
-                             f"{vi.shape[1]}x{vi.shape[0]}: a pair must have the same size")
-    fused = fuse_gray(model, ir, vi, device, amp)
-    if gray or not is_color(pair.vi):
-        write_gray(out, fused)
-    else:
-        ycbcr = read_ycbcr(pair.vi)
-        ycbcr[..., 0] = fused
-        write_ycbcr_as_rgb(out, ycbcr)
-    return out
 
 
 def load_model(args: argparse.Namespace) -> CrossFuse:

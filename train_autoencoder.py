@@ -1,0 +1,68 @@
+"""Stage 1 of the paper's two-stage training: an autoencoder per modality, reconstruction loss.
+
+    python train_autoencoder.py                      # settings from args_two_stage.py (Stage1)
+    python train_autoencoder.py --modality=ir --epochs=2
+    python train_autoencoder.py --demo               # synthetic data, narrow model, a few minutes on a CPU
+
+Writes out_root/autoencoder/auto_encoder_epoch_N_{ir,vi}.model and loss/loss_data_autoencoder_{ir,vi}_eK.mat.
+"""
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from args_two_stage import Stage1
+from net.checkpoint import save_model
+from net.encoder import AutoEncoder
+from utils.errors import CrossFuseError
+from utils.losses import reconstruction_loss
+from utils.trainer import (
+    Batch,
+    Job,
+    Runtime,
+    announce,
+    make_dataset,
+    model_config,
+    preview_indices,
+    run_main,
+    settings,
+    start_runtime,
+    train,
+    training_images,
+)
+
+
+def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | None = None) -> Job:
+    out_dir = Path(config["out_root"]) / "autoencoder"
+    dataset = make_dataset(training_images(config, modality), config)
+    model = model or AutoEncoder(model_config(config))
+
+    def save(m: nn.Module, epoch: int) -> list[Path]:
+        path = out_dir / f"auto_encoder_epoch_{epoch}_{modality}.model"
+        return [save_model(path, m, "autoencoder", epoch=epoch, modality=modality)]
+
+    def loss(out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        return reconstruction_loss(out, batch[0], config["w_mse"], config["w_ssim"])
+
+    return Job(name=f"autoencoder_{modality}", title=f"Stage 1 {modality.upper()}", out_dir=out_dir,
+               model=model, dataset=dataset, forward=lambda m, batch: m(batch[0]), loss=loss, save_models=save,
+               preview=preview_indices(dataset, config))
+
+
+def main(argv: list[str]) -> None:
+    config = settings(Stage1, argv, __doc__)
+    if config["modality"] not in ("ir", "vi", "both"):
+        raise CrossFuseError(f"--modality={config['modality']}: expected ir, vi or both")
+    if config["images"] and config["modality"] == "both":
+        raise CrossFuseError("--images is one modality's folder: give --modality=ir or --modality=vi with it")
+    runtime: Runtime = start_runtime(config)
+    announce("Stage 1: autoencoders", config, runtime)
+    for modality in ("ir", "vi") if config["modality"] == "both" else (config["modality"],):
+        torch.manual_seed(config["seed"])
+        train(autoencoder_job(config, modality), config, runtime)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

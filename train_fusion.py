@@ -1,0 +1,105 @@
+"""Stage 2 of the paper's two-stage training: the CAM and fusion decoder on frozen stage-1 encoders.
+
+    python train_fusion.py                  # settings from args_two_stage.py (Stage2)
+    python train_fusion.py --epochs=2 --reference=path/to/released/models
+    python train_fusion.py --demo
+
+The encoders stay in eval mode without gradient; one Adam trains the fusion network. Writes
+out_root/transfuse/fusetrans_epoch_N.model (a complete model: fuse.py loads it alone) and
+loss/loss_data_trans_eK.mat.
+"""
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from args_two_stage import Stage2
+from net.checkpoint import find_reference, load_encoder, save_model
+from net.encoder import Encoder
+from net.model import CrossFuse, FusionNet
+from utils.errors import CrossFuseError
+from utils.losses import fusion_loss
+from utils.trainer import (
+    Batch,
+    Job,
+    announce,
+    fuse_test_set,
+    fusion_forward,
+    make_dataset,
+    mean_temperature,
+    model_config,
+    preview_indices,
+    run_main,
+    settings,
+    start_runtime,
+    train,
+    training_pairs,
+)
+
+
+def latest_autoencoder(folder: Path, modality: str) -> Path:
+    found = [(int(m.group(1)), p) for p in folder.glob(f"auto_encoder_epoch_*_{modality}.model")
+             if (m := re.fullmatch(rf"auto_encoder_epoch_(\d+)_{modality}\.model", p.name))]
+    if not found:
+        raise CrossFuseError(f"{folder}: no auto_encoder_epoch_N_{modality}.model; run train_autoencoder.py first "
+                             "(or set --ir_encoder/--vi_encoder or --reference)")
+    return max(found)[1]
+
+
+def stage1_encoders(config: dict[str, Any]) -> tuple[Encoder, Encoder, list[Path]]:
+    """The frozen encoders: given files, the paper's released ones, or stage 1's latest epoch."""
+    if config["reference"]:
+        ir, vi, _ = find_reference(config["reference"])
+    else:
+        folder = Path(config["out_root"]) / "autoencoder"
+        ir = Path(config["ir_encoder"]) if config["ir_encoder"] else latest_autoencoder(folder, "ir")
+        vi = Path(config["vi_encoder"]) if config["vi_encoder"] else latest_autoencoder(folder, "vi")
+    return load_encoder(ir, "ir"), load_encoder(vi, "vi"), [ir, vi]
+
+
+def fusion_model(config: dict[str, Any], ir: Encoder, vi: Encoder) -> CrossFuse:
+    """A fresh fusion network sized to the encoders, frozen encoders attached."""
+    widths = dict(shallow=ir.shallow.conv.out_channels, deep=ir.dense2.adjust.conv.out_channels)
+    if widths != dict(shallow=vi.shallow.conv.out_channels, deep=vi.dense2.adjust.conv.out_channels):
+        raise CrossFuseError("the IR and VIS stage-1 encoders have different widths; train both with one setting")
+    cfg = model_config(config, **widths)
+    return CrossFuse.from_parts(ir, vi, FusionNet(cfg), frozen_encoders=True)
+
+
+def fusion_loss_fn(config: dict[str, Any]):
+    def loss(out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        return fusion_loss(out, batch[0], batch[1], config["w_int"], config["w_grad"])
+
+    return loss
+
+
+def fusion_job(config: dict[str, Any], model: CrossFuse, runtime_device: torch.device, sources: list[Path]) -> Job:
+    out_dir = Path(config["out_root"]) / "transfuse"
+    dataset = make_dataset(training_pairs(config), config)
+
+    def save(m: nn.Module, epoch: int) -> list[Path]:
+        path = out_dir / f"fusetrans_epoch_{epoch}.model"
+        return [save_model(path, m, "crossfuse", epoch=epoch, approach="two-stage",
+                           encoders=[str(s) for s in sources])]
+
+    return Job(name="trans", title="Stage 2", out_dir=out_dir, model=model, dataset=dataset,
+               forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save,
+               temperature=mean_temperature, test=fuse_test_set(config, out_dir, runtime_device),
+               preview=preview_indices(dataset, config))
+
+
+def main(argv: list[str]) -> None:
+    config = settings(Stage2, argv, __doc__)
+    runtime = start_runtime(config)
+    announce("Stage 2: fusion network on frozen encoders", config, runtime)
+    ir, vi, sources = stage1_encoders(config)
+    torch.manual_seed(config["seed"])
+    model = fusion_model(config, ir, vi)
+    train(fusion_job(config, model, runtime.device, sources), config, runtime)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,456 @@
+"""The one training loop behind train_autoencoder.py, train_fusion.py and train_end_to_end.py.
+
+A script describes what differs (a Job: model, forward, loss, what to save); this module does the
+rest the same way for all three: Adam with the reference's weight decay, the lr schedule, AMP,
+torch.compile, DDP, logging, per-epoch `.model`/`.mat`/PNG outputs, and an atomic training-state
+checkpoint that a run killed at any moment resumes from, step for step.
+"""
+import json
+import math
+import os
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from net.config import ModelConfig
+from utils.atomic import atomic_save, atomic_write
+from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
+from utils.config import defaults, format_config, help_text, parse_overrides, save_config
+from utils.datasets import ImageDataset, ImageTransform, PairDataset, epoch_generator, limit
+from utils.demo_data import make_demo_dataset
+from utils.device import autocast, pick_device
+from utils.errors import CrossFuseError
+from utils.images import write_gray
+from utils.inference import fuse_pair
+from utils.pairs import Pair, discover_pairs, find_images
+
+STATE_FORMAT = "crossfuse-train-state/1"
+Batch = tuple[torch.Tensor, ...]
+TestHook = Callable[[nn.Module, int], None]
+
+
+@dataclass
+class Job:
+    """Everything that differs between the three training scripts."""
+
+    name: str  # file-name part: "trans", "end_to_end", "autoencoder_ir", ...
+    title: str  # log-line prefix, e.g. "🔄 E2E"
+    out_dir: Path
+    model: nn.Module
+    dataset: Dataset
+    forward: Callable[[nn.Module, Batch], torch.Tensor]
+    loss: Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
+    save_models: Callable[[nn.Module, int], list[Path]]  # (model, epoch from 1) -> files written
+    temperature: Callable[[nn.Module], float] | None = None  # mean learned temperature, logged
+    test: TestHook | None = None  # fuse the test folder after an epoch
+    preview: list[int] = field(default_factory=list)  # dataset indices shown in the epoch grid
+
+
+# ----------------------------------------------------------------------------------------- settings
+
+DEMO = dict(dataset="data/demo/train", test_dir="data/demo/test", out_root="models/demo", train_num=0,
+            image_size=64, batch_size=4, workers=0, step=4, checkpoint_every=20, preview_images=4,
+            shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)
+DEMO_EPOCHS = {"Stage1": 2, "Stage2": 3, "Args": 3}
+
+
+def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
+    """The args file's values, then the demo's (with --demo), then the command line's."""
+    config = defaults(args_class)
+    if "-h" in argv or "--help" in argv:
+        print(help_text(config, doc))
+        sys.exit(0)
+    if "--demo" in argv or "--demo=true" in argv:
+        make_demo_dataset(Path("data/demo"))
+        demo = {k: v for k, v in DEMO.items() if k in config}
+        config.update(demo, epochs=DEMO_EPOCHS[args_class.__name__])
+    return parse_overrides(config, argv)
+
+
+def model_config(config: dict[str, Any], **overrides: Any) -> ModelConfig:
+    """The ModelConfig fields present in a settings dict."""
+    return ModelConfig.from_dict({**config, **overrides})
+
+
+def lr_at(config: dict[str, Any], epoch: int) -> float:
+    """Learning rate of a 0-based epoch: the reference's step drop, or cosine down to lr_min."""
+    lr = config["lr"]
+    if config["lr_schedule"] == "step":
+        return lr * (config["lr_gamma"] if epoch >= config["lr_step_epochs"] else 1.0)
+    if config["lr_schedule"] == "cosine":
+        lo = config["lr_min"]
+        return lo + (lr - lo) * (1 + math.cos(math.pi * epoch / config["epochs"])) / 2
+    raise CrossFuseError(f"lr_schedule={config['lr_schedule']!r}: expected step or cosine")
+
+
+def make_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Adam:
+    """Adam over the trainable parameters only, with the reference's weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
+
+
+# ------------------------------------------------------------------------------------- distributed
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_runtime(config: dict[str, Any]) -> Runtime:
+    """One process, or one of `torchrun --nproc_per_node=N` (NCCL on CUDA, gloo on the CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Runtime(pick_device(config["device"]))
+    device = pick_device(config["device"])
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, dist.get_rank(), dist.get_world_size())
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's share of the (seed, epoch) shuffle, whole batches only, minus those already done."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, skip: int):
+        order = torch.randperm(n, generator=epoch_generator(seed, epoch)).tolist()
+        mine = order[rank: n - n % world: world]
+        self.batches = len(mine) // batch_size
+        self.indices = mine[skip * batch_size: self.batches * batch_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# -------------------------------------------------------------------------------------- checkpoint
+
+def state_path(job: Job) -> Path:
+    return job.out_dir / f"training_state_{job.name}.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Progress:
+    """What a training-state checkpoint holds besides the weights."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    batch: int = 0  # batches of it already done
+    epoch_seconds: float = 0.0  # time spent in it so far (across resumes)
+    history: dict[str, list[float]] = field(default_factory=dict)  # per step
+    epoch_time: list[float] = field(default_factory=list)
+    peak_memory: list[int] = field(default_factory=list)
+
+
+def save_state(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any]) -> None:
+    atomic_save({"format": STATE_FORMAT, "job": job.name, "model": job.model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "progress": vars(progress), "rng": rng_state(),
+                 "config": config}, state_path(job))
+
+
+def load_state(job: Job, optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> Progress:
+    path = state_path(job)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CrossFuseError(f"{path}: cannot read the training state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("job") != job.name:
+        raise CrossFuseError(f"{path}: not a training state of {job.name}")
+    for key in ModelConfig.__dataclass_fields__:
+        if key in config and state["config"].get(key) != config[key]:
+            raise CrossFuseError(f"{path}: saved with {key}={state['config'].get(key)!r}, now {key}={config[key]!r};"
+                                 " resume with the same model settings or start afresh without --resume")
+    job.model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return Progress(**state["progress"])
+
+
+def write_losses(job: Job, progress: Progress, epoch: int, config: dict[str, Any], memory_kind: str) -> Path:
+    """loss/loss_data_<name>_e<K>.mat: per-step total (`loss_data`, as the reference), terms, lr, temperature."""
+    h = progress.history
+    data = {"loss_data": np.array(h["total"], dtype=np.float64)[None]}
+    for key, values in h.items():
+        name = key if key in ("lr", "temperature", "epoch") else f"loss_{key}"
+        if key != "total":
+            data[name] = np.array(values, dtype=np.float64)[None]
+    data.update(epoch_time=np.array(progress.epoch_time)[None], peak_memory=np.array(progress.peak_memory)[None],
+                memory_kind=memory_kind, config=json.dumps(config))
+    path = job.out_dir / "loss" / f"loss_data_{job.name}_e{epoch}.mat"
+    return atomic_write(path, lambda temp: scipy.io.savemat(temp, data))
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes: CUDA allocations on a GPU, the process's resident set on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def save_preview(job: Job, model: nn.Module, epoch: int, device: torch.device) -> Path | None:
+    """A grid of the fixed preview items: one row each, inputs then the model's output."""
+    if not job.preview:
+        return None
+    batches = [job.dataset[i] for i in job.preview]
+    batches = [b if isinstance(b, tuple) else (b,) for b in batches]
+    batch = tuple(torch.stack(parts).to(device) for parts in zip(*batches, strict=True))
+    model.eval()
+    with torch.no_grad():
+        out = job.forward(model, batch).float()
+    model.train()
+    rows = [torch.cat([*(b[i, 0] for b in batch), out[i, 0]], dim=1) for i in range(out.shape[0])]
+    path = job.out_dir / "preview" / f"{job.name}_epoch_{epoch}.png"
+    write_gray(path, torch.cat(rows, dim=0).clamp(0, 255).round().to(torch.uint8).cpu().numpy())
+    return path
+
+
+# ------------------------------------------------------------------------------------------- loop
+
+def log_line(job: Job, epoch: int, epochs: int, batch: int, batches: int, lr: float,
+             temperature: float | None, terms: dict[str, float]) -> str:
+    parts = [job.title, time.ctime(), f"Epoch {epoch}/{epochs}", f"Batch {batch}/{batches}", f"lr:{lr:.6f}"]
+    if temperature is not None:
+        parts.append(f"temp:{temperature:.4f}")
+    parts += [f"{k}:{v:.4f}" for k, v in terms.items()]
+    return " - ".join(parts)
+
+
+def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
+    """Train job.model for config['epochs'] epochs, resuming from its training state when asked."""
+    device, main = runtime.device, runtime.main
+    job.model.to(device)
+    optimizer = make_optimizer(job.model, config)
+    progress = Progress()
+    if config["resume"] and state_path(job).is_file():
+        progress = load_state(job, optimizer, config)
+        if main:
+            print(f"resuming {job.name} at epoch {progress.epoch + 1}, batch {progress.batch}")
+    elif config["resume"] and main:
+        print(f"warning: no training state at {state_path(job)}; starting {job.name} from scratch")
+    if main:
+        save_config(config, job.out_dir / f"config_{job.name}.json")
+    model = job.model
+    if config["compile"]:
+        model = torch.compile(model)
+    if runtime.world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    epochs = config["epochs"]
+    while progress.epoch < epochs:
+        epoch = progress.epoch
+        if hasattr(job.dataset, "set_epoch"):
+            job.dataset.set_epoch(epoch)
+        sampler = EpochSampler(len(job.dataset), config["batch_size"], config["seed"], epoch,
+                               runtime.rank, runtime.world, progress.batch)
+        if sampler.batches == 0:
+            raise CrossFuseError(f"batch_size={config['batch_size']} is larger than the {len(job.dataset)} "
+                                 f"training items per process: lower it or add data")
+        loader = DataLoader(job.dataset, batch_size=config["batch_size"], sampler=sampler, drop_last=True,
+                            num_workers=config["workers"], pin_memory=device.type == "cuda")
+        lr = lr_at(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter() - progress.epoch_seconds
+        bar = tqdm(loader, total=sampler.batches, initial=progress.batch, disable=not main,
+                   desc=f"{job.name} {epoch + 1}/{epochs}", unit="batch", leave=False)
+        for batch in bar:
+            batch = tuple(b.to(device, non_blocking=True) for b in (batch if isinstance(batch, list) else [batch]))
+            with autocast(device, config["amp"]):
+                out = job.forward(model, batch)
+            terms = job.loss(out.float(), batch)
+            check_finite(terms, job, epoch, progress.batch, runtime)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            progress.batch += 1
+            values = {k: v.item() for k, v in terms.items()}
+            temperature = job.temperature(job.model) if job.temperature else None
+            record = {**values, "lr": lr, "epoch": epoch + 1}
+            if temperature is not None:
+                record["temperature"] = temperature
+            for k, v in record.items():
+                progress.history.setdefault(k, []).append(v)
+            if main and (progress.batch % config["step"] == 0 or progress.batch == sampler.batches):
+                tqdm.write(log_line(job, epoch + 1, epochs, progress.batch, sampler.batches, lr, temperature, values))
+            bar.set_postfix(loss=f"{values['total']:.4g}")
+            progress.epoch_seconds = time.perf_counter() - started
+            steps = len(progress.history["total"])
+            if main and steps % config["checkpoint_every"] == 0 and progress.batch < sampler.batches:
+                save_state(job, optimizer, progress, config)
+        bar.close()
+        progress.epoch_time.append(time.perf_counter() - started)
+        progress.peak_memory.append(peak_memory(device))
+        progress.epoch, progress.batch, progress.epoch_seconds = epoch + 1, 0, 0.0
+        if main:
+            finish_epoch(job, optimizer, progress, config, epoch, device)
+    if runtime.world > 1:
+        dist.barrier()
+
+
+def check_finite(terms: dict[str, torch.Tensor], job: Job, epoch: int, batch: int, runtime: Runtime) -> None:
+    """Stop on a non-finite loss before it reaches the weights; every rank stops together."""
+    finite = torch.isfinite(terms["total"].detach()).float()
+    if runtime.world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        raise CrossFuseError(f"non-finite loss ({shown}) at epoch {epoch + 1}, batch {batch + 1} of {job.name}; "
+                             f"stopped before updating, the last good checkpoint {state_path(job)} is untouched "
+                             "(lower lr, check the data, or --resume after a fix)")
+
+
+def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any],
+                 epoch: int, device: torch.device) -> None:
+    """Per-epoch outputs: .model files, the loss .mat, the preview grid, test images, then the state."""
+    files = job.save_models(job.model, epoch + 1)
+    files.append(write_losses(job, progress, epoch, config, "cuda" if device.type == "cuda" else "rss"))
+    preview = save_preview(job, job.model, epoch + 1, device)
+    if job.test is not None:
+        job.model.eval()
+        job.test(job.model, epoch + 1)
+        job.model.train()
+    save_state(job, optimizer, progress, config)
+    mem = progress.peak_memory[-1] / 2**20
+    print(f"{job.title} - epoch {epoch + 1} done in {progress.epoch_time[-1]:.1f} s, peak memory {mem:.0f} MiB, "
+          f"loss {progress.history['total'][-1]:.4f}; wrote {', '.join(str(f) for f in files)}"
+          + (f", {preview}" if preview else ""))
+
+
+def announce(title: str, config: dict[str, Any], runtime: Runtime) -> None:
+    if runtime.main:
+        print(f"{title} on {runtime.device}" + (f" x {runtime.world} processes" if runtime.world > 1 else ""))
+        print(format_config(config))
+
+
+def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -> int:
+    """Run a training script's main, turning user-facing errors into one line and exit code 2."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except CrossFuseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def _dataset_root(config: dict[str, Any]) -> Path:
+    root = Path(config["dataset"])
+    if not root.exists():
+        raise CrossFuseError(f"{root}: dataset not found. Get KAIST as data/README.md explains, point "
+                             "--dataset=DIR at another set (e.g. ../shared/data/roadscene), or try --demo")
+    return root
+
+
+def training_pairs(config: dict[str, Any]) -> list[Pair]:
+    """The first train_num IR/VIS pairs of the configured dataset; unpaired files are reported."""
+    scan = discover_pairs(_dataset_root(config))
+    if scan.unpaired:
+        shown = ", ".join(str(p) for p in scan.unpaired[:5])
+        print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
+              + (" ..." if len(scan.unpaired) > 5 else ""), file=sys.stderr)
+    return limit(scan.pairs, config["train_num"])
+
+
+def training_images(config: dict[str, Any], modality: str) -> list[Path]:
+    """Stage-1 images: a plain folder (`images`), or one side of the dataset's pairs."""
+    if config.get("images"):
+        return limit(find_images(Path(config["images"])), config["train_num"])
+    return [getattr(p, modality) for p in training_pairs(config)]
+
+
+def _cache_dir(config: dict[str, Any]) -> Path:
+    """Beside the data when that folder is writable, else under the output root."""
+    beside = Path(config.get("images") or config["dataset"]) / ".crossfuse_cache"
+    try:
+        beside.mkdir(exist_ok=True)
+        return beside
+    except OSError:
+        return Path(config["out_root"]) / "cache"
+
+
+def make_dataset(items: list[Pair] | list[Path], config: dict[str, Any]) -> Dataset:
+    """Decoding (PairDataset/ImageDataset) or memory-mapped cache datasets of the configured transform."""
+    transform = ImageTransform(config["image_size"], config["crop"], config["hflip"], config["vflip"])
+    pairs = bool(items) and isinstance(items[0], Pair)
+    if config["cache"]:
+        path = build_cache(items, config["image_size"], _cache_dir(config), workers=config["workers"])
+        return (CachedPairDataset if pairs else CachedImageDataset)(path, transform, config["seed"])
+    dataset = (PairDataset if pairs else ImageDataset)(items, transform, config["seed"], config["on_error"])
+    skipped = dataset.validate()
+    if skipped:
+        print(f"warning: {skipped} unreadable or mismatched items left out (on_error=raise stops instead)",
+              file=sys.stderr)
+    if len(dataset) == 0:
+        raise CrossFuseError(f"{config['dataset']}: no usable training images")
+    return dataset
+
+
+def preview_indices(dataset: Dataset, config: dict[str, Any]) -> list[int]:
+    return list(range(min(config["preview_images"], len(dataset))))
+
+
+def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -> TestHook | None:
+    """A callback fusing the configured test folder into out_dir/test/epoch_N, or None without one."""
+    if not config["test_dir"]:
+        return None
+    pairs = discover_pairs(Path(config["test_dir"])).pairs
+
+    def fuse_all(model: nn.Module, epoch: int) -> None:
+        for pair in pairs:
+            fuse_pair(model, pair, out_dir / "test" / f"epoch_{epoch}" / f"{pair.name}.png", device, gray=True)
+
+    return fuse_all
+
+
+def fusion_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return model(batch[0], batch[1])
+
+
+def mean_temperature(model: nn.Module) -> float:
+    """Mean of the learned cross-attention temperatures (1.0 when fixed)."""
+    temps = model.fusion.cam.temperatures()
+    return torch.cat([t.detach().flatten() for t in temps]).mean().item() if temps else 1.0
