@@ -17,15 +17,14 @@ from args_two_stage import Stage1
 from net.checkpoint import save_model
 from net.encoder import AutoEncoder
 from utils.errors import CrossFuseError
-from utils.losses import reconstruction_loss
 from utils.trainer import (
-    Batch,
     Job,
     Runtime,
     announce,
     make_dataset,
     model_config,
     preview_indices,
+    reconstruction_loss_fn,
     run_main,
     settings,
     start_runtime,
@@ -43,12 +42,9 @@ def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | 
         path = out_dir / f"auto_encoder_epoch_{epoch}_{modality}.model"
         return [save_model(path, m, "autoencoder", epoch=epoch, modality=modality)]
 
-    def loss(out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        return reconstruction_loss(out, batch[0], config["w_mse"], config["w_ssim"])
-
     return Job(name=f"autoencoder_{modality}", title=f"Stage 1 {modality.upper()}", out_dir=out_dir,
-               model=model, dataset=dataset, forward=lambda m, batch: m(batch[0]), loss=loss, save_models=save,
-               preview=preview_indices(dataset, config))
+               model=model, dataset=dataset, forward=lambda m, batch: m(batch[0]),
+               loss=reconstruction_loss_fn(config), save_models=save, preview=preview_indices(dataset, config))
 
 
 def main(argv: list[str]) -> None:

@@ -18,12 +18,12 @@ from torch import nn
 from args_end_to_end import Args
 from net.checkpoint import save_model
 from net.model import CrossFuse
-from train_fusion import fusion_loss_fn
 from utils.trainer import (
     Job,
     announce,
     fuse_test_set,
     fusion_forward,
+    fusion_loss_fn,
     make_dataset,
     mean_temperature,
     model_config,

@@ -21,13 +21,12 @@ from net.checkpoint import find_reference, load_encoder, save_model
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
 from utils.errors import CrossFuseError
-from utils.losses import fusion_loss
 from utils.trainer import (
-    Batch,
     Job,
     announce,
     fuse_test_set,
     fusion_forward,
+    fusion_loss_fn,
     make_dataset,
     mean_temperature,
     model_config,
@@ -62,18 +61,12 @@ def stage1_encoders(config: dict[str, Any]) -> tuple[Encoder, Encoder, list[Path
 
 def fusion_model(config: dict[str, Any], ir: Encoder, vi: Encoder) -> CrossFuse:
     """A fresh fusion network sized to the encoders, frozen encoders attached."""
-    widths = dict(shallow=ir.shallow.conv.out_channels, deep=ir.dense2.adjust.conv.out_channels)
-    if widths != dict(shallow=vi.shallow.conv.out_channels, deep=vi.dense2.adjust.conv.out_channels):
+    fields = ("shallow", "growth", "dense_layers", "deep")
+    widths = {k: getattr(ir.cfg, k) for k in fields}
+    if widths != {k: getattr(vi.cfg, k) for k in fields}:
         raise CrossFuseError("the IR and VIS stage-1 encoders have different widths; train both with one setting")
     cfg = model_config(config, **widths)
     return CrossFuse.from_parts(ir, vi, FusionNet(cfg), frozen_encoders=True)
-
-
-def fusion_loss_fn(config: dict[str, Any]):
-    def loss(out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        return fusion_loss(out, batch[0], batch[1], config["w_int"], config["w_grad"])
-
-    return loss
 
 
 def fusion_job(config: dict[str, Any], model: CrossFuse, runtime_device: torch.device, sources: list[Path]) -> Job:

@@ -97,7 +97,7 @@ def load_autoencoder(path: str | Path) -> AutoEncoder:
 
 
 def _check_compatible(encoder: Encoder, fusion: FusionNet, source: Path) -> None:
-    widths = (encoder.shallow.conv.out_channels, encoder.dense2.adjust.conv.out_channels)
+    widths = (encoder.cfg.shallow, encoder.cfg.deep)
     if widths != (fusion.cfg.shallow, fusion.cfg.deep):
         raise CrossFuseError(f"{source}: encoder widths (shallow, deep) = {widths} do not match the fusion "
                              f"network's ({fusion.cfg.shallow}, {fusion.cfg.deep}); checkpoints of different models")

@@ -12,6 +12,7 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
+        self.cfg = cfg
         self.shallow = ConvLayer(1, cfg.shallow)
         self.dense1 = DenseBlock(cfg.shallow, cfg.growth, cfg.dense_layers, cfg.deep)
         self.dense2 = DenseBlock(cfg.deep, cfg.growth, cfg.dense_layers, cfg.deep)

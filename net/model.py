@@ -1,4 +1,6 @@
 """The fusion decoder, the fusion network (CAM + decoder) and the full CrossFuse model."""
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -71,8 +73,16 @@ class CrossFuse(nn.Module):
     @classmethod
     def from_parts(cls, ir_encoder: Encoder, vi_encoder: Encoder, fusion: FusionNet,
                    frozen_encoders: bool = False) -> "CrossFuse":
-        """Assemble a model from trained pieces (stage-1 encoders, a fusion network), copying weights."""
-        model = cls(fusion.cfg, frozen_encoders=frozen_encoders)
+        """Assemble a model from trained pieces (stage-1 encoders, a fusion network), copying weights.
+
+        The encoders' widths win over the fusion network's config for the encoder fields.
+        """
+        e = ir_encoder.cfg
+        widths = {(c.shallow, c.deep) for c in (e, vi_encoder.cfg, fusion.cfg)}
+        if len(widths) > 1:
+            raise ValueError("encoders and fusion network disagree on the shallow/deep widths")
+        cfg = replace(fusion.cfg, growth=e.growth, dense_layers=e.dense_layers)
+        model = cls(cfg, frozen_encoders=frozen_encoders)
         model.ir_encoder.load_state_dict(ir_encoder.state_dict())
         model.vi_encoder.load_state_dict(vi_encoder.state_dict())
         model.fusion.load_state_dict(fusion.state_dict())

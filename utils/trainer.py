@@ -35,11 +35,13 @@ from utils.device import autocast, pick_device
 from utils.errors import CrossFuseError
 from utils.images import write_gray
 from utils.inference import fuse_pair
+from utils.losses import fusion_loss, reconstruction_loss
 from utils.pairs import Pair, discover_pairs, find_images
 
 STATE_FORMAT = "crossfuse-train-state/1"
 Batch = tuple[torch.Tensor, ...]
 TestHook = Callable[[nn.Module, int], None]
+LossFn = Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Job:
     model: nn.Module
     dataset: Dataset
     forward: Callable[[nn.Module, Batch], torch.Tensor]
-    loss: Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
+    loss: LossFn
     save_models: Callable[[nn.Module, int], list[Path]]  # (model, epoch from 1) -> files written
     temperature: Callable[[nn.Module], float] | None = None  # mean learned temperature, logged
     test: TestHook | None = None  # fuse the test folder after an epoch
@@ -288,17 +290,12 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter() - progress.epoch_seconds
-        bar = tqdm(loader, total=sampler.batches, initial=progress.batch, disable=not main,
+        bar = tqdm(loader, total=sampler.batches, initial=progress.batch, disable=None if main else True,
                    desc=f"{job.name} {epoch + 1}/{epochs}", unit="batch", leave=False)
         for batch in bar:
             batch = tuple(b.to(device, non_blocking=True) for b in (batch if isinstance(batch, list) else [batch]))
-            with autocast(device, config["amp"]):
-                out = job.forward(model, batch)
-            terms = job.loss(out.float(), batch)
-            check_finite(terms, job, epoch, progress.batch, runtime)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
+            terms = train_step(job, model, optimizer, batch, config["amp"], runtime,
+                               f"epoch {epoch + 1}, batch {progress.batch + 1}")
             progress.batch += 1
             values = {k: v.item() for k, v in terms.items()}
             temperature = job.temperature(job.model) if job.temperature else None
@@ -324,16 +321,24 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
         dist.barrier()
 
 
-def check_finite(terms: dict[str, torch.Tensor], job: Job, epoch: int, batch: int, runtime: Runtime) -> None:
-    """Stop on a non-finite loss before it reaches the weights; every rank stops together."""
+def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, amp: bool,
+               runtime: Runtime, where: str = "") -> dict[str, torch.Tensor]:
+    """One optimiser step; the loss is computed in fp32 outside autocast and checked before the update."""
+    with autocast(runtime.device, amp):
+        out = job.forward(model, batch)
+    terms = job.loss(out.float(), batch)
     finite = torch.isfinite(terms["total"].detach()).float()
-    if runtime.world > 1:
+    if runtime.world > 1:  # every rank stops together
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     if finite.item() < 1:
         shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        raise CrossFuseError(f"non-finite loss ({shown}) at epoch {epoch + 1}, batch {batch + 1} of {job.name}; "
-                             f"stopped before updating, the last good checkpoint {state_path(job)} is untouched "
-                             "(lower lr, check the data, or --resume after a fix)")
+        raise CrossFuseError(f"non-finite loss ({shown}) at {where} of {job.name}; stopped before updating, the "
+                             f"last good checkpoint {state_path(job)} is untouched (lower lr or check the data, "
+                             "then --resume)")
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    return terms
 
 
 def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any],
@@ -448,6 +453,16 @@ def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -
 
 def fusion_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch[0], batch[1])
+
+
+def fusion_loss_fn(config: dict[str, Any]) -> LossFn:
+    """Spec section 7 with the configured weights; batch = (ir, vi)."""
+    return lambda out, batch: fusion_loss(out, batch[0], batch[1], config["w_int"], config["w_grad"])
+
+
+def reconstruction_loss_fn(config: dict[str, Any]) -> LossFn:
+    """Spec section 3 with the configured weights; batch = (image,)."""
+    return lambda out, batch: reconstruction_loss(out, batch[0], config["w_mse"], config["w_ssim"])
 
 
 def mean_temperature(model: nn.Module) -> float:

@@ -1,0 +1,263 @@
+"""The three training pipelines: faithful first steps, outputs, overrides, resume, NaN and DDP (tiny models)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+import train_autoencoder
+import train_end_to_end
+import train_fusion
+from args_end_to_end import Args
+from args_two_stage import Stage1, Stage2
+from net.checkpoint import load_crossfuse, read_checkpoint
+from net.model import CrossFuse
+from tests.reference_models import reference_parts
+from utils.config import parse_overrides
+from utils.demo_data import make_demo_dataset
+from utils.errors import CrossFuseError
+from utils.trainer import (
+    Job,
+    Runtime,
+    fusion_forward,
+    fusion_loss_fn,
+    make_optimizer,
+    reconstruction_loss_fn,
+    settings,
+    state_path,
+    train,
+    train_step,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ENCODER = ["--shallow=4", "--growth=4", "--deep=8"]
+FUSION = ["--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2"]
+RUN = ["--image_size=32", "--batch_size=2", "--workers=0", "--device=cpu", "--train_num=0", "--step=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_train=6, n_test=2, size=32)
+
+
+def args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [f"--dataset={data / 'train'}", f"--out_root={out}", *RUN, *extra]
+
+
+# ------------------------------------------------------------------ faithful first optimiser steps
+
+@pytest.fixture(scope="module")
+def vectors(reference_dir):
+    return torch.load(reference_dir / "crossfuse_vectors.pt")
+
+
+def first_step(job: Job, model: torch.nn.Module, config: dict, batch: tuple) -> tuple[float, float]:
+    optimizer = make_optimizer(model, config)
+    runtime = Runtime(torch.device("cpu"))
+    before = train_step(job, model, optimizer, batch, False, runtime)["total"].item()
+    with torch.no_grad():
+        after = job.loss(job.forward(model, batch), batch)["total"].item()
+    return before, after
+
+
+def fake_job(model, forward, loss) -> Job:
+    return Job("test", "test", Path("."), model, [], forward, loss, lambda m, e: [])
+
+
+def test_stage1_first_step_matches_reference(vectors, reference_dir):
+    config = settings(Stage1, [], "")
+    model, _, _ = reference_parts(reference_dir)
+    loss = reconstruction_loss_fn(config)
+    v = vectors["step_stage1_ir"]
+    before, after = first_step(fake_job(model.train(), lambda m, b: m(b[0]), loss), model, config, (v["x"],))
+    assert before == pytest.approx(v["loss_before"].item(), rel=1e-4)
+    assert after == pytest.approx(v["loss_after"].item(), rel=1e-4)
+
+
+def test_stage2_first_step_matches_reference(vectors, reference_dir, tmp_path):
+    subprocess.run([sys.executable, str(reference_dir / "official_weights.py"), str(tmp_path)], check=True)
+    config = settings(Stage2, [f"--reference={tmp_path}"], "")
+    ir, vi, sources = train_fusion.stage1_encoders(config)
+    model = train_fusion.fusion_model(config, ir, vi)
+    _, _, fusion = reference_parts(reference_dir)
+    model.fusion.load_state_dict(fusion.state_dict())
+    assert not any(p.requires_grad for p in model.ir_encoder.parameters())
+    v = vectors["step_stage2"]
+    job = fake_job(model.train(), fusion_forward, fusion_loss_fn(config))
+    before, after = first_step(job, model, config, (v["ir"], v["vi"]))
+    assert before == pytest.approx(v["loss_before"].item(), rel=1e-4)
+    assert after == pytest.approx(v["loss_after"].item(), rel=1e-4)
+
+
+def test_end_to_end_first_step_matches_reference(vectors, reference_dir):
+    config = settings(Args, ["--temperature=fixed"], "")
+    ir, vi, fusion = reference_parts(reference_dir)
+    model = CrossFuse.from_parts(ir.encoder, vi.encoder, fusion).train()
+    assert all(p.requires_grad for p in model.parameters())
+    v = vectors["step_end_to_end"]
+    job = fake_job(model, fusion_forward, fusion_loss_fn(config))
+    before, after = first_step(job, model, config, (v["ir"], v["vi"]))
+    assert before == pytest.approx(v["loss_before"].item(), rel=1e-4)
+    assert after == pytest.approx(v["loss_after"].item(), rel=1e-4)
+
+
+# ------------------------------------------------------------------------------ pipelines and files
+
+def run_script(script: str, argv: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def two_stage_run(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    train_autoencoder.main(args(data, out, *ENCODER, "--epochs=2"))
+    train_fusion.main(args(data, out, *FUSION, "--epochs=2", f"--test_dir={data / 'test'}"))
+    return out
+
+
+def test_two_stage_writes_reference_named_outputs(two_stage_run, data):
+    out = two_stage_run
+    for epoch in (1, 2):
+        for m in ("ir", "vi"):
+            assert read_checkpoint(out / f"autoencoder/auto_encoder_epoch_{epoch}_{m}.model").kind == "autoencoder"
+        assert read_checkpoint(out / f"transfuse/fusetrans_epoch_{epoch}.model").kind == "crossfuse"
+        assert (out / f"transfuse/loss/loss_data_trans_e{epoch - 1}.mat").is_file()
+        assert (out / f"transfuse/preview/trans_epoch_{epoch}.png").is_file()
+        assert len(list((out / f"transfuse/test/epoch_{epoch}").glob("*.png"))) == 2
+    model = load_crossfuse(out / "transfuse/fusetrans_epoch_2.model")
+    stage1 = read_checkpoint(out / "autoencoder/auto_encoder_epoch_2_ir.model").state
+    for key, value in model.ir_encoder.state_dict().items():
+        assert torch.equal(value, stage1[f"encoder.{key}"]), f"stage 2 changed the frozen encoder: {key}"
+
+
+def test_loss_file_contents(two_stage_run):
+    mat = scipy.io.loadmat(two_stage_run / "transfuse/loss/loss_data_trans_e1.mat")
+    steps = 2 * 3  # 6 pairs, batch 2, 2 epochs
+    for key in ("loss_data", "loss_intensity", "loss_gradient", "lr", "temperature", "epoch"):
+        assert mat[key].shape == (1, steps), key
+    np.testing.assert_allclose(mat["loss_data"], mat["loss_intensity"] + 10 * mat["loss_gradient"], rtol=1e-5)
+    assert mat["epoch_time"].shape == (1, 2) and (mat["epoch_time"] > 0).all()
+    assert mat["peak_memory"].shape == (1, 2) and (mat["peak_memory"] > 0).all()
+    assert str(mat["memory_kind"][0]) == "rss"
+    assert list(mat["epoch"][0]) == [1, 1, 1, 2, 2, 2]
+    np.testing.assert_allclose(mat["lr"][0], [1e-3] * 6)  # step schedule: full lr for 2 epochs
+    first = scipy.io.loadmat(two_stage_run / "transfuse/loss/loss_data_trans_e0.mat")
+    np.testing.assert_array_equal(first["loss_data"][0], mat["loss_data"][0, :3])  # cumulative
+
+
+def test_end_to_end_outputs_log_and_cosine(data, tmp_path, capsys):
+    train_end_to_end.main(args(data, tmp_path, *ENCODER, *FUSION, "--epochs=2", "--temperature=head"))
+    logged = capsys.readouterr().out
+    assert "🔄 E2E - " in logged and "Epoch 1/2 - Batch 1/3 - lr:0.001000 - temp:" in logged
+    folder = tmp_path / "end_to_end"
+    for name in ("end_to_end_fusion_epoch_2.model", "end_to_end_ir_encoder_epoch_2.model",
+                 "end_to_end_vi_encoder_epoch_2.model", "loss/loss_data_end_to_end_e1.mat"):
+        assert (folder / name).is_file(), name
+    mat = scipy.io.loadmat(folder / "loss/loss_data_end_to_end_e1.mat")
+    np.testing.assert_allclose(mat["lr"][0, :3], 1e-3)
+    np.testing.assert_allclose(mat["lr"][0, 3:], 1e-6 + (1e-3 - 1e-6) / 2)  # cosine, half way
+    assert not np.allclose(mat["temperature"][0], 1.0)  # learned
+    model = load_crossfuse(folder / "end_to_end_fusion_epoch_2.model")
+    assert model.cfg.temperature == "head"
+
+
+def test_overrides_are_typed_and_checked():
+    base = {"epochs": 32, "lr": 1e-3, "amp": False, "dataset": "x", "test_dir": ""}
+    got = parse_overrides(base, ["--epochs=2", "--lr=1e-4", "--amp", "--dataset=y"])
+    assert got == {"epochs": 2, "lr": 1e-4, "amp": True, "dataset": "y", "test_dir": ""}
+    with pytest.raises(CrossFuseError, match="--epoch: unknown setting; did you mean --epochs"):
+        parse_overrides(base, ["--epoch=2"])
+    with pytest.raises(CrossFuseError, match="--epochs=two: expected int"):
+        parse_overrides(base, ["--epochs=two"])
+    with pytest.raises(CrossFuseError, match="--amp=maybe: expected true or false"):
+        parse_overrides(base, ["--amp=maybe"])
+    with pytest.raises(CrossFuseError, match="--lr needs a value"):
+        parse_overrides(base, ["--lr"])
+
+
+def test_missing_dataset_points_at_demo(tmp_path):
+    result = run_script("train_end_to_end.py", [f"--dataset={tmp_path / 'nope'}", f"--out_root={tmp_path}"])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "dataset not found" in result.stderr and "--demo" in result.stderr
+
+
+def test_unknown_setting_is_one_line(tmp_path):
+    result = run_script("train_fusion.py", ["--epocs=3"])
+    assert result.returncode == 2 and result.stderr.strip() == "error: --epocs: unknown setting; did you mean --epochs?"
+
+
+def test_stage2_without_stage1_says_what_to_run(data, tmp_path):
+    result = run_script("train_fusion.py", args(data, tmp_path))
+    assert result.returncode == 2 and "run train_autoencoder.py first" in result.stderr
+
+
+# ------------------------------------------------------------------------------ safety: NaN, resume
+
+class NanAfter:
+    """A loss that turns NaN at the n-th call."""
+
+    def __init__(self, n: int):
+        self.calls, self.n = 0, n
+
+    def __call__(self, out, batch):
+        self.calls += 1
+        total = (out - batch[0]).pow(2).mean()
+        return {"total": total * float("nan") if self.calls >= self.n else total}
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path):
+    config = settings(Args, args(data, tmp_path, *ENCODER, *FUSION, "--epochs=3", "--checkpoint_every=2"), "")
+    model = CrossFuse(train_end_to_end.model_config(config))
+    job = train_end_to_end.end_to_end_job(config, model, torch.device("cpu"))
+    job.loss = NanAfter(5)  # steps 1-4 fine (checkpoints after steps 2, 3 = epoch end, and 4), step 5 NaN
+    with pytest.raises(CrossFuseError, match=r"non-finite loss \(total=nan\) at epoch 2, batch 2 of end_to_end"):
+        train(job, config, Runtime(torch.device("cpu")))
+    saved = torch.load(state_path(job), weights_only=False)
+    assert saved["progress"]["epoch"] == 1 and saved["progress"]["batch"] == 1
+    assert len(saved["progress"]["history"]["total"]) == 4
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def test_resume_after_sigkill_gives_identical_losses(data, tmp_path):
+    common = [*ENCODER, *FUSION, "--epochs=4", "--checkpoint_every=2", "--image_size=48"]
+    straight = tmp_path / "straight"
+    assert run_script("train_end_to_end.py", args(data, straight, *common)).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train_end_to_end.py", *args(data, killed, *common)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "end_to_end" / "training_state_end_to_end.pt"
+    deadline = time.time() + 240
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = torch.load(state, weights_only=False)["progress"]
+    assert interrupted["epoch"] < 4, "the run finished before it could be killed"
+    resumed = run_script("train_end_to_end.py", args(data, killed, *common, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming end_to_end" in resumed.stdout
+    a = scipy.io.loadmat(straight / "end_to_end/loss/loss_data_end_to_end_e3.mat")
+    b = scipy.io.loadmat(killed / "end_to_end/loss/loss_data_end_to_end_e3.mat")
+    for key in ("loss_data", "loss_intensity", "loss_gradient", "lr", "temperature"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_two_process_ddp_on_cpu(data, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29517", "train_end_to_end.py",
+                             *args(data, tmp_path, *ENCODER, *FUSION, "--epochs=1", "--batch_size=1")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "x 2 processes" in result.stdout
+    assert result.stdout.count("epoch 1 done") == 1  # only rank 0 logs and writes
+    mat = scipy.io.loadmat(tmp_path / "end_to_end/loss/loss_data_end_to_end_e0.mat")
+    assert mat["loss_data"].shape == (1, 3)  # 6 pairs over 2 ranks, batch 1
+    assert (tmp_path / "end_to_end/end_to_end_fusion_epoch_1.model").is_file()
