@@ -791,7 +791,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-ir", type=Path, help="test IR folder (with --test-vi)")
     parser.add_argument("--test-vi", type=Path, help="test VIS folder (with --test-ir)")
     parser.add_argument("--reference", type=Path, help="folder of the paper's released checkpoints: a third column")
-    parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder")
+    parser.add_argument("--out", type=Path, help="report folder (default reports/compare; reports/demo with --demo)")
     parser.add_argument("--max-images", type=int, help="use only the first N test pairs (default: all)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
@@ -800,6 +800,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.root = Path("models/demo")
         if not (args.test or args.test_ir or args.test_vi):
             args.test = Path("data/demo/test")
+    args.out = args.out or Path("reports/demo" if args.demo else "reports/compare")
     if args.max_images is not None and args.max_images < 1:
         parser.error("--max-images must be at least 1")
     if not 0 < args.alpha < 1:
