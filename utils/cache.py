@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from utils.atomic import atomic_write, temp_path
 from utils.datasets import ImageTransform, item_rng
 from utils.errors import CrossFuseError
-from utils.images import read_gray, temp_path
+from utils.images import read_gray
 from utils.pairs import Pair
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,6 @@ def _index_is_current(index_path: Path, data_path: Path, expected: dict) -> bool
         return False
     same = all(index.get(key) == value for key, value in expected.items())
     return same and list(shape) == index.get("shape")
-
-
-def _write_json_atomic(path: Path, content: dict) -> None:
-    temp = temp_path(path)
-    temp.write_text(json.dumps(content, indent=1))
-    os.replace(temp, path)
 
 
 def _build(groups: list[tuple[Path, ...]], size: int, data_path: Path, workers: int) -> tuple[list, list]:
@@ -143,7 +138,8 @@ def build_cache(items: list[Pair] | list[Path], size: int, cache_dir: Path, work
     if not rows:
         raise CrossFuseError(f"{data_path}: no item could be decoded (first error: {errors[0]})")
     shape = [len(groups), len(groups[0]), size, size]
-    _write_json_atomic(index_path, {**expected, "shape": shape, "rows": rows, "errors": errors})
+    index = {**expected, "shape": shape, "rows": rows, "errors": errors}
+    atomic_write(index_path, lambda temp: temp.write_text(json.dumps(index, indent=1)))
     return data_path
 
 

@@ -4,13 +4,14 @@ Randomness is a pure function of (seed, epoch, index), so a resumed run, any wor
 process layout produce the same batches.
 """
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.errors import CrossFuseError
 from utils.images import read_gray, read_size
@@ -211,32 +212,42 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+class EpochSampler(Sampler[int]):
+    """This rank's share of the (seed, epoch) order, whole batches only, minus the first `skip` batches.
+
+    A pure function of its arguments, so a resumed run restarts mid-epoch on exactly the batches an
+    uninterrupted one would have seen next.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, epoch: int, rank: int = 0,
+                 world: int = 1, drop_last: bool = True, skip: int = 0):
+        order = torch.randperm(n, generator=epoch_generator(seed, epoch)).tolist() if shuffle else list(range(n))
+        mine = order[rank: n - n % world: world]
+        self.batches = len(mine) // batch_size if drop_last else -(-len(mine) // batch_size)
+        self.indices = mine[skip * batch_size: self.batches * batch_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int, epoch: int,
-                distributed: tuple[int, int] | None = None, drop_last: bool = True) -> DataLoader:
-    """A DataLoader whose batches depend only on (seed, epoch), also across ranks and worker counts."""
+                distributed: tuple[int, int] | None = None, drop_last: bool = True,
+                skip_batches: int = 0) -> DataLoader:
+    """A DataLoader whose batches depend only on (seed, epoch), also across ranks and worker counts.
+
+    skip_batches leaves out the epoch's first batches (resuming); pinned memory on CUDA machines.
+    """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-    sampler = None
-    per_rank = len(dataset)
-    if distributed is not None:
-        rank, world = distributed
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
-                                     drop_last=drop_last)
-        sampler.set_epoch(epoch)
-        per_rank = sampler.num_samples
-    if drop_last and per_rank < batch_size:
+    rank, world = distributed or (0, 1)
+    sampler = EpochSampler(len(dataset), batch_size, shuffle, seed, epoch, rank, world, drop_last, skip_batches)
+    if sampler.batches == 0:
         raise CrossFuseError(
-            f"batch_size={batch_size}: larger than the {per_rank} items per process, so every batch would "
-            "be dropped; lower the batch size or add data"
+            f"batch_size={batch_size}: larger than the {len(dataset) // world} items per process, so every batch "
+            "would be dropped; lower the batch size or add data"
         )
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-        drop_last=drop_last,
-        generator=epoch_generator(seed, epoch),
-    )
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+                      pin_memory=torch.cuda.is_available())

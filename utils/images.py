@@ -3,13 +3,12 @@
 Every reader turns PIL's many failure modes (missing file, truncated JPEG, unknown format) into one
 CrossFuseError line naming the file, so a bad image in a 20000-pair set is easy to find.
 """
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -111,22 +110,11 @@ def is_color(path: str | Path) -> bool:
 
 
 def _save_atomic(path: str | Path, image: Image.Image) -> None:
-    """Write a PNG via a temp file in the same folder, so a crash never leaves a half-written image."""
-    path = Path(path)
-    temp = temp_path(path)
+    """Write a PNG atomically, so a crash never leaves a half-written image."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "xb") as out:
-            image.save(out, format="PNG")
-        os.replace(temp, path)
+        atomic_write(path, lambda temp: image.save(temp, format="PNG"))
     except OSError as err:
-        temp.unlink(missing_ok=True)
         raise CrossFuseError(f"{path}: cannot write ({_one_line(err)})") from err
-
-
-def temp_path(path: Path) -> Path:
-    """A unique hidden name beside `path`, for writing there and then renaming into place."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def _check_array(array: np.ndarray, ndim: int, what: str) -> None:

@@ -12,7 +12,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,14 @@ import scipy.io
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from net.config import ModelConfig
 from utils.atomic import atomic_save, atomic_write
 from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
 from utils.config import defaults, format_config, help_text, parse_overrides, save_config
-from utils.datasets import ImageDataset, ImageTransform, PairDataset, epoch_generator, limit
+from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
 from utils.demo_data import make_demo_dataset
 from utils.device import autocast, pick_device
 from utils.errors import CrossFuseError
@@ -129,22 +129,6 @@ def start_runtime(config: dict[str, Any]) -> Runtime:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Runtime(device, dist.get_rank(), dist.get_world_size())
-
-
-class EpochSampler(Sampler[int]):
-    """This rank's share of the (seed, epoch) shuffle, whole batches only, minus those already done."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, skip: int):
-        order = torch.randperm(n, generator=epoch_generator(seed, epoch)).tolist()
-        mine = order[rank: n - n % world: world]
-        self.batches = len(mine) // batch_size
-        self.indices = mine[skip * batch_size: self.batches * batch_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 # -------------------------------------------------------------------------------------- checkpoint
@@ -275,22 +259,16 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
     epochs = config["epochs"]
     while progress.epoch < epochs:
         epoch = progress.epoch
-        if hasattr(job.dataset, "set_epoch"):
-            job.dataset.set_epoch(epoch)
-        sampler = EpochSampler(len(job.dataset), config["batch_size"], config["seed"], epoch,
-                               runtime.rank, runtime.world, progress.batch)
-        if sampler.batches == 0:
-            raise CrossFuseError(f"batch_size={config['batch_size']} is larger than the {len(job.dataset)} "
-                                 f"training items per process: lower it or add data")
-        loader = DataLoader(job.dataset, batch_size=config["batch_size"], sampler=sampler, drop_last=True,
-                            num_workers=config["workers"], pin_memory=device.type == "cuda")
+        loader = make_loader(job.dataset, config["batch_size"], True, config["workers"], config["seed"], epoch,
+                             (runtime.rank, runtime.world), skip_batches=progress.batch)
+        batches = loader.sampler.batches
         lr = lr_at(config, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter() - progress.epoch_seconds
-        bar = tqdm(loader, total=sampler.batches, initial=progress.batch, disable=None if main else True,
+        bar = tqdm(loader, total=batches, initial=progress.batch, disable=None if main else True,
                    desc=f"{job.name} {epoch + 1}/{epochs}", unit="batch", leave=False)
         for batch in bar:
             batch = tuple(b.to(device, non_blocking=True) for b in (batch if isinstance(batch, list) else [batch]))
@@ -304,12 +282,12 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
                 record["temperature"] = temperature
             for k, v in record.items():
                 progress.history.setdefault(k, []).append(v)
-            if main and (progress.batch % config["step"] == 0 or progress.batch == sampler.batches):
-                tqdm.write(log_line(job, epoch + 1, epochs, progress.batch, sampler.batches, lr, temperature, values))
+            if main and (progress.batch % config["step"] == 0 or progress.batch == batches):
+                tqdm.write(log_line(job, epoch + 1, epochs, progress.batch, batches, lr, temperature, values))
             bar.set_postfix(loss=f"{values['total']:.4g}")
             progress.epoch_seconds = time.perf_counter() - started
             steps = len(progress.history["total"])
-            if main and steps % config["checkpoint_every"] == 0 and progress.batch < sampler.batches:
+            if main and steps % config["checkpoint_every"] == 0 and progress.batch < batches:
                 save_state(job, optimizer, progress, config)
         bar.close()
         progress.epoch_time.append(time.perf_counter() - started)
