@@ -23,7 +23,7 @@ from utils.trainer import (
     announce,
     make_dataset,
     model_config,
-    preview_indices,
+    preview_batch,
     reconstruction_loss_fn,
     run_main,
     settings,
@@ -44,7 +44,7 @@ def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | 
 
     return Job(name=f"autoencoder_{modality}", title=f"Stage 1 {modality.upper()}", out_dir=out_dir,
                model=model, dataset=dataset, forward=lambda m, batch: m(batch[0]),
-               loss=reconstruction_loss_fn(config), save_models=save, preview=preview_indices(dataset, config))
+               loss=reconstruction_loss_fn(config), save_models=save, preview=preview_batch(dataset, config))
 
 
 def main(argv: list[str]) -> None:

@@ -27,7 +27,7 @@ from utils.trainer import (
     make_dataset,
     mean_temperature,
     model_config,
-    preview_indices,
+    preview_batch,
     run_main,
     settings,
     start_runtime,
@@ -53,7 +53,7 @@ def end_to_end_job(config: dict[str, Any], model: CrossFuse, device: torch.devic
     return Job(name="end_to_end", title="🔄 E2E", out_dir=out_dir, model=model, dataset=dataset,
                forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save,
                temperature=mean_temperature, test=fuse_test_set(config, out_dir, device),
-               preview=preview_indices(dataset, config))
+               preview=preview_batch(dataset, config))
 
 
 def main(argv: list[str]) -> None:

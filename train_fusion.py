@@ -30,7 +30,7 @@ from utils.trainer import (
     make_dataset,
     mean_temperature,
     model_config,
-    preview_indices,
+    preview_batch,
     run_main,
     settings,
     start_runtime,
@@ -81,7 +81,7 @@ def fusion_job(config: dict[str, Any], model: CrossFuse, runtime_device: torch.d
     return Job(name="trans", title="Stage 2", out_dir=out_dir, model=model, dataset=dataset,
                forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save,
                temperature=mean_temperature, test=fuse_test_set(config, out_dir, runtime_device),
-               preview=preview_indices(dataset, config))
+               preview=preview_batch(dataset, config))
 
 
 def main(argv: list[str]) -> None:

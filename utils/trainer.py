@@ -58,7 +58,7 @@ class Job:
     save_models: Callable[[nn.Module, int], list[Path]]  # (model, epoch from 1) -> files written
     temperature: Callable[[nn.Module], float] | None = None  # mean learned temperature, logged
     test: TestHook | None = None  # fuse the test folder after an epoch
-    preview: list[int] = field(default_factory=list)  # dataset indices shown in the epoch grid
+    preview: Batch = ()  # fixed validation items shown in the per-epoch grid
 
 
 # ----------------------------------------------------------------------------------------- settings
@@ -213,9 +213,7 @@ def save_preview(job: Job, model: nn.Module, epoch: int, device: torch.device) -
     """A grid of the fixed preview items: one row each, inputs then the model's output."""
     if not job.preview:
         return None
-    batches = [job.dataset[i] for i in job.preview]
-    batches = [b if isinstance(b, tuple) else (b,) for b in batches]
-    batch = tuple(torch.stack(parts).to(device) for parts in zip(*batches, strict=True))
+    batch = tuple(b.to(device) for b in job.preview)
     model.eval()
     with torch.no_grad():
         out = job.forward(model, batch).float()
@@ -412,8 +410,18 @@ def make_dataset(items: list[Pair] | list[Path], config: dict[str, Any]) -> Data
     return dataset
 
 
-def preview_indices(dataset: Dataset, config: dict[str, Any]) -> list[int]:
-    return list(range(min(config["preview_images"], len(dataset))))
+def preview_batch(dataset: Dataset, config: dict[str, Any]) -> Batch:
+    """The first preview_images items of the test folder (held out) when one is set, else of the training set.
+
+    Resized like the training data, so they batch together; the grid shows the same items every epoch.
+    """
+    if config.get("test_dir"):
+        pairs = discover_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
+        transform = ImageTransform(config["image_size"])
+        dataset = PairDataset(pairs, transform, config["seed"], "raise")
+    items = [dataset[i] for i in range(min(config["preview_images"], len(dataset)))]
+    items = [item if isinstance(item, tuple) else (item,) for item in items]
+    return tuple(torch.stack(parts) for parts in zip(*items, strict=True)) if items else ()
 
 
 def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -> TestHook | None:
