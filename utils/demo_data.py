@@ -12,7 +12,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from utils.errors import CrossFuseError
-from utils.images import temp_path, write_gray
+from utils.atomic import atomic_write
+from utils.images import write_gray
 
 MARKER = ".complete"
 
@@ -130,9 +131,7 @@ def make_demo_dataset(root: Path = Path("data/demo"), n_train: int = 48, n_test:
             ir, vi = make_scene(np.random.default_rng([seed, offset + i]), size)
             write_gray(root / split / "ir" / f"{i:03d}.png", ir)
             write_gray(root / split / "vi" / f"{i:03d}.png", vi)
-    temp = temp_path(root / MARKER)
-    temp.write_text(json.dumps(settings))
-    temp.replace(root / MARKER)
+    atomic_write(root / MARKER, lambda temp: temp.write_text(json.dumps(settings)))
     return root
 
 
