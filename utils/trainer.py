@@ -64,9 +64,9 @@ class Job:
 # ----------------------------------------------------------------------------------------- settings
 
 DEMO = dict(dataset="data/demo/train", test_dir="data/demo/test", out_root="models/demo", train_num=0,
-            image_size=64, batch_size=4, workers=0, step=4, checkpoint_every=20, preview_images=4,
-            shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)
-DEMO_EPOCHS = {"Stage1": 2, "Stage2": 3, "Args": 3}
+            image_size=64, batch_size=4, workers=0, step=12, checkpoint_every=48, preview_images=4,
+            lr_step_epochs=30, shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)
+DEMO_EPOCHS = {"Stage1": 6, "Stage2": 40, "Args": 40}
 
 
 def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
