@@ -7,7 +7,7 @@ from torch import nn
 from net.cam import CrossAttentionModule
 from net.config import ModelConfig
 from net.encoder import Encoder, crop_center, pad_small
-from net.layers import ConvBN, box_mean_3x3, detached_weights, pad_to, upsample
+from net.layers import ConvBN, box_mean_3x3, high_pass, normalise_pair_, pad_to, upsample
 
 
 class FusionDecoder(nn.Module):
@@ -23,14 +23,18 @@ class FusionDecoder(nn.Module):
 
     def forward(self, cf: torch.Tensor, ir_sh: torch.Tensor, ir_de: torch.Tensor,
                 vi_sh: torch.Tensor, vi_de: torch.Tensor) -> torch.Tensor:
-        wx, wy = detached_weights(box_mean_3x3(ir_de), box_mean_3x3(vi_de))
+        with torch.no_grad():  # the reference detaches both pairs of weights
+            wx, wy = normalise_pair_(box_mean_3x3(ir_de), box_mean_3x3(vi_de))
         z = cf + wx * ir_de + wy * vi_de
         z = upsample(self.conv1(z))
         z = upsample(self.conv2(z))
         z = upsample(self.conv3(z))
         z = pad_to(self.conv4(z), *ir_sh.shape[-2:])
-        wx, wy = detached_weights((ir_sh - box_mean_3x3(ir_sh)).abs(), (vi_sh - box_mean_3x3(vi_sh)).abs())
-        z = self.out(z + 0.5 * wx * ir_sh + wy * vi_sh)
+        with torch.no_grad():
+            wx, wy = normalise_pair_(high_pass(ir_sh), high_pass(vi_sh))
+            wx.mul_(0.5)  # the reference halves the IR term
+        # z + 0.5 wx ir_sh + wy vi_sh, with one full-resolution temporary instead of five
+        z = self.out(torch.addcmul(z, wx, ir_sh).addcmul_(wy, vi_sh))
         lo = z.amin(dim=(-2, -1), keepdim=True)
         hi = z.amax(dim=(-2, -1), keepdim=True)
         return (z - lo) / (hi - lo + 1e-6) * 255

@@ -1,0 +1,426 @@
+"""Speed of CrossFuse on this machine: matmul ceiling, fusion latency, training steps, data pipeline.
+
+Every model measurement runs in a fresh process, so its peak memory (RSS on the CPU,
+torch.cuda.max_memory_allocated on CUDA) is its own. In each, the first run counts FLOPs
+(torch.utils.flop_counter) and doubles as the warm-up; the timed runs that follow are reported by
+their median. On CUDA the fusion and training sections run as fp32, bf16 autocast (amp) and
+torch.compile variants.
+
+    python bench.py                      # everything, defaults (under 10 minutes on 2 CPU cores)
+    python bench.py --quick --json o.json  # tiny sizes, one repeat (what the tests run)
+"""
+import argparse
+import json
+import math
+import multiprocessing
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils.device import autocast, pick_device
+from utils.errors import CrossFuseError
+
+ROADSCENE = Path(__file__).resolve().parent.parent / "shared" / "data" / "roadscene"
+SECTIONS = ("ceiling", "fusion", "train", "data")
+VARIANTS = ("fp32", "amp", "compile")
+STAGES = ("stage1", "stage2", "end_to_end")
+FUSION_SIZES = ((512, 512), (1024, 1024), (2048, 2048), (576, 768))
+QUICK_FUSION_SIZES = ((64, 64), (96, 128))
+DATA_WORKERS = (0, 1, 2)
+LOADER_BATCH = 8
+
+# The CPU flash-attention kernels SDPA dispatches to have no formula in torch's flop counter; they
+# do the same matmuls as the GPU kernels, so they get the same formulas.
+for _op, _formula in ((torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, flop_counter.sdpa_flop),
+                      (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward,
+                       flop_counter.sdpa_backward_flop)):
+    if _op not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(_op, get_raw=True)(_formula)  # already shape-wrapped
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every measurement process needs to know (picklable, sent to the workers)."""
+
+    device: str
+    threads: int
+    repeats: int
+    quick: bool
+
+
+def setup(settings: Settings) -> torch.device:
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(0)
+    return torch.device(settings.device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
+    """Wall-clock seconds of each of `repeats` calls (the caller has already warmed up)."""
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def current_rss() -> int:
+    """Resident set size now, in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """The process's peak so far: RSS high-water mark on the CPU, allocator peak on CUDA."""
+    if device.type == "cuda":
+        return {"peak_mem_bytes": torch.cuda.max_memory_allocated(device), "mem_kind": "cuda_max_allocated"}
+    return {"peak_mem_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "mem_kind": "rss"}
+
+
+def to_device(batch: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Host batch to the device; from pinned memory the copies overlap with compute on CUDA."""
+    return [t.to(device, non_blocking=t.is_pinned()) for t in batch]
+
+
+def host_batch(shape: tuple[int, ...], count: int, device: torch.device) -> list[torch.Tensor]:
+    """Random 0..255 images in host memory, pinned when they are bound for a GPU."""
+    batch = [torch.randint(0, 256, shape).float() for _ in range(count)]
+    return [t.pin_memory() for t in batch] if device.type == "cuda" else batch
+
+
+def maybe_compile(model: torch.nn.Module, variant: str, backend: str = "inductor") -> torch.nn.Module:
+    """torch.compile for the "compile" variant; static shapes, since each size is measured on its own
+    and tracing the tiling symbolically is far slower than compiling once per shape."""
+    return torch.compile(model, backend=backend, dynamic=False) if variant == "compile" else model
+
+
+def summary(times: list[float], flops: int) -> dict[str, Any]:
+    seconds = statistics.median(times)
+    return {"seconds": seconds, "times": times, "flops": flops, "gflops_per_s": flops / seconds / 1e9}
+
+
+def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
+    """Run fn(*args) in a new interpreter, so its memory peak and warm-up are its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+# ---------------------------------------------------------------- 1. ceiling
+
+
+def measure_ceiling(settings: Settings) -> dict[str, Any]:
+    """Large square matmul GFLOP/s: fp32, and bf16 on CUDA (TF32 stays off, the default)."""
+    device = setup(settings)
+    n = 512 if settings.quick else (8192 if device.type == "cuda" else 4096)
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if device.type == "cuda" else {})}
+    out = {}
+    for name, dtype in dtypes.items():
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        (a @ b).sum().item()
+        times = timed(lambda a=a, b=b: a @ b, max(settings.repeats, 3), device)
+        out[name] = {"n": n, **summary(times, 2 * n**3)}
+    return out
+
+
+# ---------------------------------------------------------------- 2. fusion latency
+
+
+def measure_fusion(settings: Settings, height: int, width: int, variant: str,
+                   compile_backend: str = "inductor") -> dict[str, Any]:
+    """One pair through the whole model at inference (random weights: speed does not depend on them)."""
+    from net.model import CrossFuse
+
+    device = setup(settings)
+    model = CrossFuse().eval().to(device)
+    runner = maybe_compile(model, variant, compile_backend)
+    ir, vi = to_device(host_batch((1, 1, height, width), 2, device), device)
+    rss_before = current_rss()
+
+    def fuse(net: torch.nn.Module = runner) -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, variant == "amp"):
+            return net(ir, vi)
+
+    flops = count_flops(lambda: fuse(model))  # also the warm-up of the eager model
+    if variant == "compile":
+        fuse()
+    times = timed(fuse, settings.repeats, device)
+    mp = height * width / 1e6
+    result = {"variant": variant, "height": height, "width": width, "megapixels": mp,
+              **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before}
+    result["seconds_per_mp"] = result["seconds"] / mp
+    return result
+
+
+# ---------------------------------------------------------------- 3. training steps
+
+
+class TrainingStep(NamedTuple):
+    step: Callable[[], None]  # zero grads, forward + backward (compiled for --compile), optimiser step
+    forward_backward: Callable[[], None]  # of the eager model, for counting FLOPs
+    optimizer: torch.optim.Optimizer
+
+
+def training_step(stage: str, device: torch.device, batch: int, size: int, variant: str,
+                  compile_backend: str = "inductor") -> TrainingStep:
+    """One optimiser step of a training stage on a fixed random batch.
+
+    stage1: an autoencoder with the reconstruction loss, Adam(1e-4, wd 0.9); stage2: CrossFuse with
+    frozen encoders, Adam(1e-3, wd 0.9) over the fusion net; end_to_end: everything trainable,
+    learnable temperature per block.
+    """
+    from net.config import ModelConfig
+    from net.encoder import AutoEncoder
+    from net.model import CrossFuse
+    from utils.losses import fusion_loss, reconstruction_loss
+
+    if stage == "stage1":
+        model = AutoEncoder().to(device).train()
+        params, lr, inputs = list(model.parameters()), 1e-4, 1
+    elif stage == "stage2":
+        model = CrossFuse(frozen_encoders=True).to(device).train()
+        params, lr, inputs = list(model.fusion.parameters()), 1e-3, 2
+    elif stage == "end_to_end":
+        model = CrossFuse(ModelConfig(temperature="block")).to(device).train()
+        params, lr, inputs = list(model.parameters()), 1e-3, 2
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=0.9)
+    runner = maybe_compile(model, variant, compile_backend)
+    host = host_batch((batch, 1, size, size), inputs, device)
+
+    def forward_backward(net: torch.nn.Module = runner) -> None:
+        xs = to_device(host, device)
+        with autocast(device, variant == "amp"):
+            out = net(*xs)
+            loss = reconstruction_loss(out, xs[0]) if stage == "stage1" else fusion_loss(out, *xs)
+        loss["total"].backward()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        forward_backward()
+        optimizer.step()
+
+    return TrainingStep(step, lambda: forward_backward(model), optimizer)
+
+
+def measure_training(settings: Settings, stage: str, variant: str, compile_backend: str = "inductor") -> dict:
+    device = setup(settings)
+    batch = 8 if device.type == "cuda" else 2
+    size = 64 if settings.quick else 256
+    run = training_step(stage, device, batch, size, variant, compile_backend)
+    rss_before = current_rss()
+    flops = count_flops(run.forward_backward)  # also the warm-up
+    run.step()
+    times = timed(run.step, settings.repeats, device)
+    return {"variant": variant, "stage": stage, "batch": batch, "size": size,
+            **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before}
+
+
+# ---------------------------------------------------------------- 4. data pipeline
+
+
+def measure_data(settings: Settings, root: Path = ROADSCENE) -> dict[str, Any]:
+    """Training pairs per second: JPEG decode + luma + resize to 256 with 0/1/2 workers, and the cache."""
+    from utils.cache import CachedPairDataset, build_cache
+    from utils.datasets import ImageTransform, PairDataset, make_loader
+    from utils.pairs import find_pairs
+
+    if not (root / "ir").is_dir() or not (root / "vi").is_dir():
+        return {"skipped": f"no RoadScene pairs at {root} (needs its ir/ and vi/ folders)"}
+    setup(settings)
+    pairs = find_pairs(root / "ir", root / "vi").pairs
+    if settings.quick:
+        pairs = pairs[:2 * LOADER_BATCH]
+    transform = ImageTransform(size=256)
+
+    def throughput(dataset: torch.utils.data.Dataset, workers: int) -> dict[str, Any]:
+        def one_pass() -> None:
+            for _ in make_loader(dataset, LOADER_BATCH, shuffle=True, workers=workers, seed=0, epoch=0,
+                                 drop_last=False):
+                pass
+
+        times = timed(one_pass, settings.repeats, torch.device("cpu"))
+        seconds = statistics.median(times)
+        return {"workers": workers, "seconds": seconds, "times": times, "pairs_per_s": len(dataset) / seconds}
+
+    decoded = PairDataset(pairs, transform)
+    timed(lambda: [decoded[i] for i in range(len(decoded))], 1, torch.device("cpu"))  # warm the file cache
+    rows = [{"source": "jpeg", **throughput(decoded, workers)} for workers in DATA_WORKERS]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        path = build_cache(pairs, 256, Path(cache_dir))
+        build_seconds = time.perf_counter() - start
+        rows.append({"source": "cache", **throughput(CachedPairDataset(path, transform), 0)})
+    return {"pairs": len(pairs), "batch": LOADER_BATCH, "cache_build_seconds": build_seconds, "rows": rows}
+
+
+# ---------------------------------------------------------------- driver
+
+
+def default_variants(device: torch.device) -> list[str]:
+    """All three on CUDA; on the CPU autocast is a no-op and compiling is not what is measured."""
+    return list(VARIANTS) if device.type == "cuda" else ["fp32"]
+
+
+def run(settings: Settings, sections: list[str], variants: list[str], log: Callable[[str], None] = print) -> dict:
+    """Every requested measurement, each in its own process; returns the JSON-ready results."""
+    device = torch.device(settings.device)
+    results: dict[str, Any] = {"meta": {**asdict(settings), "torch": torch.__version__, "sections": sections,
+                                        "variants": variants, "device_name": device_name(device)}}
+    if "ceiling" in sections:
+        log("matmul ceiling ...")
+        results["ceiling"] = in_fresh_process(measure_ceiling, settings)
+    if "fusion" in sections:
+        results["fusion"] = []
+        for variant in variants:
+            for height, width in QUICK_FUSION_SIZES if settings.quick else FUSION_SIZES:
+                log(f"fusion {height}x{width} {variant} ...")
+                results["fusion"].append(in_fresh_process(measure_fusion, settings, height, width, variant))
+    if "train" in sections:
+        results["train"] = []
+        for variant in variants:
+            for stage in STAGES:
+                log(f"training {stage} {variant} ...")
+                results["train"].append(in_fresh_process(measure_training, settings, stage, variant))
+    if "data" in sections:
+        log("data pipeline ...")
+        results["data"] = in_fresh_process(measure_data, settings)
+    add_fractions(results)
+    return results
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({multiprocessing.cpu_count()} cores)"
+
+
+def add_fractions(results: dict) -> None:
+    """Achieved GFLOP/s as a fraction of the matmul ceiling of the same precision (bf16 for amp)."""
+    ceiling = results.get("ceiling", {})
+    for row in results.get("fusion", []) + results.get("train", []):
+        ref = ceiling.get("bf16" if row["variant"] == "amp" and "bf16" in ceiling else "fp32")
+        row["fraction_of_ceiling"] = row["gflops_per_s"] / ref["gflops_per_s"] if ref else None
+
+
+def table(results: dict) -> str:
+    """The human-readable summary printed at the end."""
+    meta = results["meta"]
+    lines = [f"CrossFuse benchmark: {meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}"
+             f"{', quick' if meta['quick'] else ''}; medians of {meta['repeats']} runs after a warm-up"]
+
+    def pct(row: dict) -> str:
+        return "-" if row.get("fraction_of_ceiling") is None else f"{100 * row['fraction_of_ceiling']:.0f}%"
+
+    def mib(row: dict) -> str:
+        return f"{row['peak_mem_bytes'] / 2**20:,.0f}"
+
+    for name, c in results.get("ceiling", {}).items():
+        lines.append(f"\nceiling  {name} matmul {c['n']}^2: {c['gflops_per_s']:.1f} GFLOP/s")
+    if results.get("fusion"):
+        lines.append("\nfusion (1 pair)  variant        size      s     s/MP   GFLOP  GFLOP/s  ceil  peak MiB")
+        for r in results["fusion"]:
+            size = f"{r['height']}x{r['width']}"
+            lines.append(f"                 {r['variant']:<8}{size:>11}{r['seconds']:>7.2f}{r['seconds_per_mp']:>9.2f}"
+                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r):>10}")
+    if results.get("train"):
+        lines.append("\ntraining step    variant  stage      batch  s/step   GFLOP  GFLOP/s  ceil  peak MiB")
+        for r in results["train"]:
+            lines.append(f"                 {r['variant']:<8} {r['stage']:<11}{r['batch']:>4}{r['seconds']:>8.2f}"
+                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r):>10}")
+    data = results.get("data")
+    if data is not None:
+        if "skipped" in data:
+            lines.append(f"\ndata pipeline    skipped: {data['skipped']}")
+        else:
+            lines.append(f"\ndata pipeline    {data['pairs']} RoadScene pairs at 256 px, batches of {data['batch']}; "
+                         f"cache built in {data['cache_build_seconds']:.1f} s")
+            for r in data["rows"]:
+                lines.append(f"{'':17}{r['source']:<6} {r['workers']} workers {r['pairs_per_s']:>8.1f} pairs/s")
+    return "\n".join(lines)
+
+
+def check_finite(results: dict) -> None:
+    """A NaN or a non-positive time means a broken measurement, not a fast one."""
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RuntimeError("a measurement came out non-finite")
+    walk(results)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and one repeat (smoke test)")
+    p.add_argument("--repeats", type=int, help="timed runs per measurement after the warm-up (default 3, quick 1)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)} "
+                                      "(default: all on CUDA, fp32 on the CPU)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default %(default)s)")
+    return p.parse_args(argv)
+
+
+def split_choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in allowed]
+    if unknown or not chosen:
+        raise CrossFuseError(f"--{what} {text!r}: choose from {','.join(allowed)}")
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if repeats < 1 or args.threads < 1:
+        raise CrossFuseError("--repeats and --threads must be at least 1")
+    settings = Settings(str(device), args.threads, repeats, args.quick)
+    sections = split_choices(args.sections, SECTIONS, "sections")
+    variants = split_choices(args.variants, VARIANTS, "variants") if args.variants else default_variants(device)
+    start = time.perf_counter()
+    results = run(settings, sections, variants, log=lambda text: print(text, file=sys.stderr, flush=True))
+    results["meta"]["total_seconds"] = time.perf_counter() - start
+    check_finite(results)
+    print(table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except CrossFuseError as err:
+        sys.exit(f"bench.py: {err}")

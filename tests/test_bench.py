@@ -1,0 +1,110 @@
+"""bench.py: the --quick run's JSON, and the CUDA-only code paths run on the CPU where torch allows.
+
+Nothing here asserts a time: only that measurements exist, are positive and finite.
+"""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bench
+from tests.conftest import ROOT
+from utils.device import autocast
+
+QUICK = bench.Settings(device="cpu", threads=2, repeats=1, quick=True)
+
+
+def positive(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_writes_complete_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--device", "cpu", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fusion (1 pair)" in proc.stdout and "training step" in proc.stdout
+    results = json.loads(out.read_text())
+    assert set(results) == {"meta", "ceiling", "fusion", "train", "data"}
+    assert positive(results["ceiling"]["fp32"]["gflops_per_s"])
+    assert [(r["height"], r["width"]) for r in results["fusion"]] == list(bench.QUICK_FUSION_SIZES)
+    assert [r["stage"] for r in results["train"]] == list(bench.STAGES)
+    for row in results["fusion"] + results["train"]:
+        for key in ("seconds", "flops", "gflops_per_s", "fraction_of_ceiling", "peak_mem_bytes"):
+            assert positive(row[key]), (key, row)
+        assert row["mem_kind"] == "rss" and row["variant"] == "fp32"
+        assert len(row["times"]) == 1
+    assert all(positive(r["seconds_per_mp"]) for r in results["fusion"])
+    data = results["data"]
+    if "skipped" in data:
+        assert "RoadScene" in data["skipped"]
+    else:
+        assert [(r["source"], r["workers"]) for r in data["rows"]] == [("jpeg", 0), ("jpeg", 1), ("jpeg", 2),
+                                                                       ("cache", 0)]
+        assert all(positive(r["pairs_per_s"]) for r in data["rows"])
+
+
+def test_data_section_skips_with_a_reason(tmp_path):
+    result = bench.measure_data(QUICK, tmp_path / "missing")
+    assert "skipped" in result and str(tmp_path / "missing") in result["skipped"]
+
+
+def test_bad_options_are_one_line_errors():
+    proc = subprocess.run([sys.executable, "bench.py", "--sections", "fusion,nope"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "--sections 'fusion,nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cpu_flash_attention_flops_are_counted():
+    """SDPA on the CPU dispatches to kernels torch's counter does not know; bench registers them."""
+    q, k, v = (torch.rand(2, 4, 16, 8, requires_grad=True) for _ in range(3))
+    forward = bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
+    assert forward == 2 * (2 * 2 * 4 * 16 * 16 * 8)
+    both = bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    assert both == forward + 5 * (2 * 2 * 4 * 16 * 16 * 8)
+
+
+def test_autocast_is_a_no_op_on_cpu():
+    """--amp asks for bf16 autocast on CUDA only: on the CPU the model computes in fp32 unchanged."""
+    from net.model import CrossFuse
+    from tests.test_model import TINY, images
+
+    model = CrossFuse(TINY).eval()
+    ir, vi = images(40, 48)
+    with torch.no_grad():
+        plain = model(ir, vi)
+        with autocast(torch.device("cpu"), True):
+            amp = model(ir, vi)
+    assert amp.dtype == torch.float32 and torch.equal(plain, amp)
+
+
+def test_host_batches_move_to_the_device_unchanged():
+    """Pinned memory and non-blocking copies are for CUDA; on the CPU the same calls are plain moves."""
+    host = bench.host_batch((2, 1, 8, 8), 2, torch.device("cpu"))
+    assert not any(t.is_pinned() for t in host)
+    moved = bench.to_device(host, torch.device("cpu"))
+    assert all(a is b for a, b in zip(host, moved, strict=True))
+    assert all(t.min() >= 0 and t.max() <= 255 for t in moved)
+
+
+@pytest.mark.parametrize("stage", bench.STAGES)
+def test_compiled_training_step_matches_eager(stage):
+    """The --compile path (torch.compile; eager backend, so no C++ toolchain) takes the same step."""
+    params = {}
+    for variant in ("fp32", "compile"):
+        torch.manual_seed(0)
+        run = bench.training_step(stage, torch.device("cpu"), 2, 32, variant, compile_backend="eager")
+        run.step()
+        params[variant] = [p.detach().clone() for p in run.optimizer.param_groups[0]["params"]]
+    for eager, compiled in zip(params["fp32"], params["compile"], strict=True):
+        torch.testing.assert_close(eager, compiled)
+
+
+def test_fusion_measurement_runs_every_variant_on_cpu():
+    for variant in bench.VARIANTS:
+        row = bench.measure_fusion(QUICK, 32, 40, variant, compile_backend="eager")
+        assert row["variant"] == variant and positive(row["seconds"]) and positive(row["flops"])
