@@ -146,14 +146,7 @@ class CrossAttention(nn.Module):
 
 
 class CrossAttentionModule(nn.Module):
-    """CAM on deep features. Whole maps in training; tiles of cfg.tile at inference.
-
-    Tiles are independent, so they run in batches of TILE_BATCH: 2048 tokens keep the MLP's
-    activations in the CPU's last-level cache (20% less time than all tiles at once at 4 MP, and
-    the memory stays flat in the image size).
-    """
-
-    TILE_BATCH = 8
+    """CAM on deep features. Whole maps in training; at inference every tile of cfg.tile, all in one batch."""
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
@@ -174,9 +167,7 @@ class CrossAttentionModule(nn.Module):
         t = self.cfg.tile
         ph, pw = -h % t, -w % t
         a, b = (to_tiles(reflect_pad(x, 0, pw, 0, ph), t) for x in (a, b))
-        n = self.TILE_BATCH
-        out = torch.cat([self.attend(a[i : i + n], b[i : i + n]) for i in range(0, a.shape[0], n)])
-        out = from_tiles(out, batch, h + ph, w + pw)
+        out = from_tiles(self.attend(a, b), batch, h + ph, w + pw)
         return out[..., :h, :w]
 
     def attend(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
