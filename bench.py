@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import resource
 import statistics
 import sys
@@ -258,14 +259,19 @@ def measure_data(settings: Settings, root: Path = ROADSCENE) -> dict[str, Any]:
     transform = ImageTransform(size=256)
 
     def throughput(dataset: torch.utils.data.Dataset, workers: int) -> dict[str, Any]:
+        first_batch = []  # seconds to the first batch of each pass: worker start-up shows here
+
         def one_pass() -> None:
-            for _ in make_loader(dataset, LOADER_BATCH, shuffle=True, workers=workers, seed=0, epoch=0,
-                                 drop_last=False):
-                pass
+            start = time.perf_counter()
+            for i, _ in enumerate(make_loader(dataset, LOADER_BATCH, shuffle=True, workers=workers, seed=0,
+                                              epoch=0, drop_last=False)):
+                if i == 0:
+                    first_batch.append(time.perf_counter() - start)
 
         times = timed(one_pass, settings.repeats, torch.device("cpu"))
         seconds = statistics.median(times)
-        return {"workers": workers, "seconds": seconds, "times": times, "pairs_per_s": len(dataset) / seconds}
+        return {"workers": workers, "seconds": seconds, "times": times, "pairs_per_s": len(dataset) / seconds,
+                "first_batch_seconds": statistics.median(first_batch)}
 
     decoded = PairDataset(pairs, transform)
     timed(lambda: [decoded[i] for i in range(len(decoded))], 1, torch.device("cpu"))  # warm the file cache
@@ -332,26 +338,31 @@ def table(results: dict) -> str:
     meta = results["meta"]
     lines = [f"CrossFuse benchmark: {meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}"
              f"{', quick' if meta['quick'] else ''}; medians of {meta['repeats']} runs after a warm-up"]
+    if "load_average" in meta:
+        loads = " -> ".join(f"{load[0]:.1f}" for load in meta["load_average"].values())
+        lines.append(f"load average (1 min) {loads}; {meta['total_seconds']:.0f} s in all")
 
     def pct(row: dict) -> str:
         return "-" if row.get("fraction_of_ceiling") is None else f"{100 * row['fraction_of_ceiling']:.0f}%"
 
     def mib(row: dict) -> str:
-        return f"{row['peak_mem_bytes'] / 2**20:,.0f}"
+        """Peak, and its growth over the process before the first run (libraries, weights, inputs)."""
+        growth = (row["peak_mem_bytes"] - row["rss_before_bytes"]) / 2**20 if row["mem_kind"] == "rss" else None
+        return f"{row['peak_mem_bytes'] / 2**20:>10,.0f}" + (f"{growth:>6,.0f}" if growth is not None else "     -")
 
     for name, c in results.get("ceiling", {}).items():
         lines.append(f"\nceiling  {name} matmul {c['n']}^2: {c['gflops_per_s']:.1f} GFLOP/s")
     if results.get("fusion"):
-        lines.append("\nfusion (1 pair)  variant        size      s     s/MP   GFLOP  GFLOP/s  ceil  peak MiB")
+        lines.append("\nfusion (1 pair)  variant        size      s     s/MP   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
         for r in results["fusion"]:
             size = f"{r['height']}x{r['width']}"
             lines.append(f"                 {r['variant']:<8}{size:>11}{r['seconds']:>7.2f}{r['seconds_per_mp']:>9.2f}"
-                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r):>10}")
+                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
     if results.get("train"):
-        lines.append("\ntraining step    variant  stage      batch  s/step   GFLOP  GFLOP/s  ceil  peak MiB")
+        lines.append("\ntraining step    variant  stage      batch  s/step   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
         for r in results["train"]:
             lines.append(f"                 {r['variant']:<8} {r['stage']:<11}{r['batch']:>4}{r['seconds']:>8.2f}"
-                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r):>10}")
+                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
     data = results.get("data")
     if data is not None:
         if "skipped" in data:
@@ -360,7 +371,8 @@ def table(results: dict) -> str:
             lines.append(f"\ndata pipeline    {data['pairs']} RoadScene pairs at 256 px, batches of {data['batch']}; "
                          f"cache built in {data['cache_build_seconds']:.1f} s")
             for r in data["rows"]:
-                lines.append(f"{'':17}{r['source']:<6} {r['workers']} workers {r['pairs_per_s']:>8.1f} pairs/s")
+                lines.append(f"{'':17}{r['source']:<6} {r['workers']} workers {r['pairs_per_s']:>8.1f} pairs/s"
+                             f"  (first batch after {r['first_batch_seconds']:.2f} s)")
     return "\n".join(lines)
 
 
@@ -408,9 +420,10 @@ def main(argv: list[str] | None = None) -> dict:
     settings = Settings(str(device), args.threads, repeats, args.quick)
     sections = split_choices(args.sections, SECTIONS, "sections")
     variants = split_choices(args.variants, VARIANTS, "variants") if args.variants else default_variants(device)
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()
     results = run(settings, sections, variants, log=lambda text: print(text, file=sys.stderr, flush=True))
     results["meta"]["total_seconds"] = time.perf_counter() - start
+    results["meta"]["load_average"] = {"start": load_start, "end": os.getloadavg()}  # other work skews times
     check_finite(results)
     print(table(results))
     if args.json:

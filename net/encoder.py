@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from net.config import ModelConfig
-from net.layers import MIN_SIDE, ConvLayer, DenseBlock, pad_to, reflect_pad, upsample
+from net.layers import MIN_SIDE, ConvLayer, DenseBlock, pad_to, reflect_pad, to_channels_last, upsample
 
 
 class Encoder(nn.Module):
@@ -18,7 +18,10 @@ class Encoder(nn.Module):
         self.dense2 = DenseBlock(cfg.deep, cfg.growth, cfg.dense_layers, cfg.deep)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sh = self.shallow(x / 255)
+        x = x / 255
+        if not torch.is_grad_enabled():
+            x = to_channels_last(x)  # every later activation follows the input's layout
+        sh = self.shallow(x)
         de = F.max_pool2d(self.dense1(F.max_pool2d(sh, 2)), 2)
         return sh, F.max_pool2d(self.dense2(de), 2)
 

@@ -7,7 +7,7 @@ from torch import nn
 from net.cam import CrossAttentionModule
 from net.config import ModelConfig
 from net.encoder import Encoder, crop_center, pad_small
-from net.layers import ConvBN, box_mean_3x3, high_pass, normalise_pair_, pad_to, upsample
+from net.layers import ConvBN, box_mean_3x3, high_pass, normalise_pair_, pad_to, to_channels_last, upsample
 
 
 class FusionDecoder(nn.Module):
@@ -23,6 +23,8 @@ class FusionDecoder(nn.Module):
 
     def forward(self, cf: torch.Tensor, ir_sh: torch.Tensor, ir_de: torch.Tensor,
                 vi_sh: torch.Tensor, vi_de: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            cf = to_channels_last(cf)  # the CAM reassembles NCHW; the decoder follows the encoders' NHWC
         with torch.no_grad():  # the reference detaches both pairs of weights
             wx, wy = normalise_pair_(box_mean_3x3(ir_de), box_mean_3x3(vi_de))
         z = cf + wx * ir_de + wy * vi_de
@@ -100,8 +102,12 @@ class CrossFuse(nn.Module):
         return self
 
     def encode(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoders):
+        if not (torch.is_grad_enabled() and self.frozen_encoders):
             return (*self.ir_encoder(ir), *self.vi_encoder(vi))
+        with torch.no_grad():
+            features = (*self.ir_encoder(ir), *self.vi_encoder(vi))
+        # Frozen encoders run as inference (channels-last); the fusion net trains faster in NCHW.
+        return tuple(f.contiguous() for f in features)
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         if ir.shape != vi.shape:
