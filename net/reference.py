@@ -172,15 +172,3 @@ def from_reference(state: dict, kind: str, source: str | Path = "checkpoint",
             raise CrossFuseError(f"{source}: fixed kernel {ref!r} is not the 3x3 box mean the model assumes")
     module.load_state_dict({key: state[ref] for ref, key in mapping.items()}, strict=False)
     return module
-
-
-def load_reference(path: str | Path, kind: str, cfg: ModelConfig | None = None) -> AutoEncoder | FusionNet:
-    """Read one reference `.model` file into our module (CPU tensors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CrossFuseError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CrossFuseError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__})") from None
-    return from_reference(state, kind, path, cfg)
