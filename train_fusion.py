@@ -8,7 +8,6 @@ The encoders stay in eval mode without gradient; one Adam trains the fusion netw
 out_root/transfuse/fusetrans_epoch_N.model (a complete model: fuse.py loads it alone) and
 loss/loss_data_trans_eK.mat.
 """
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from args_two_stage import Stage2
-from net.checkpoint import find_reference, load_encoder, save_model
+from net.checkpoint import find_reference, latest_epoch_file, load_encoder, save_model
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
 from utils.errors import CrossFuseError
@@ -40,12 +39,11 @@ from utils.trainer import (
 
 
 def latest_autoencoder(folder: Path, modality: str) -> Path:
-    found = [(int(m.group(1)), p) for p in folder.glob(f"auto_encoder_epoch_*_{modality}.model")
-             if (m := re.fullmatch(rf"auto_encoder_epoch_(\d+)_{modality}\.model", p.name))]
-    if not found:
+    path = latest_epoch_file(folder, rf"auto_encoder_epoch_(\d+)_{modality}\.model")
+    if path is None:
         raise CrossFuseError(f"{folder}: no auto_encoder_epoch_N_{modality}.model; run train_autoencoder.py first "
                              "(or set --ir_encoder/--vi_encoder or --reference)")
-    return max(found)[1]
+    return path
 
 
 def stage1_encoders(config: dict[str, Any]) -> tuple[Encoder, Encoder, list[Path]]:

@@ -125,7 +125,7 @@ def load_crossfuse(fusion: str | Path, ir_encoder: str | Path | None = None,
     return model.eval()
 
 
-def _latest(folder: Path, pattern: str) -> Path | None:
+def latest_epoch_file(folder: Path, pattern: str) -> Path | None:
     """The file matching `pattern` (a regex with one epoch group) with the highest epoch."""
     found = [(int(m.group(1) or 0), p) for p in folder.glob("*.model") if (m := re.fullmatch(pattern, p.name))]
     return max(found)[1] if found else None
@@ -136,8 +136,8 @@ def find_reference(folder: str | Path) -> tuple[Path, Path, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CrossFuseError(f"{folder}: reference weights folder not found")
-    files = (_latest(folder, r".*?(\d*)_ir\.model"), _latest(folder, r".*?(\d*)_vi\.model"),
-             _latest(folder, r"fusetrans.*?(\d*)\.model"))
+    files = (latest_epoch_file(folder, r".*?(\d*)_ir\.model"), latest_epoch_file(folder, r".*?(\d*)_vi\.model"),
+             latest_epoch_file(folder, r"fusetrans.*?(\d*)\.model"))
     for name, path in zip(("*_ir.model", "*_vi.model", "fusetrans*.model"), files, strict=True):
         if path is None:
             raise CrossFuseError(f"{folder}: no {name} file (expected the reference's three checkpoints)")
@@ -153,8 +153,8 @@ def find_trained(path: str | Path, epoch: int | None = None) -> Path:
         raise CrossFuseError(f"{path}: model file or folder not found")
     n = r"(\d+)" if epoch is None else f"({epoch})"
     candidates = [p for folder in (path, path / "end_to_end", path / "transfuse") if folder.is_dir()
-                  for p in [_latest(folder, rf"end_to_end_fusion_epoch_{n}\.model"),
-                            _latest(folder, rf"fusetrans_epoch_{n}\.model")] if p is not None]
+                  for p in [latest_epoch_file(folder, rf"end_to_end_fusion_epoch_{n}\.model"),
+                            latest_epoch_file(folder, rf"fusetrans_epoch_{n}\.model")] if p is not None]
     if not candidates:
         which = "any epoch" if epoch is None else f"epoch {epoch}"
         raise CrossFuseError(f"{path}: no end_to_end_fusion_epoch_N.model or fusetrans_epoch_N.model for {which}")
