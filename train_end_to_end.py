@@ -45,9 +45,9 @@ def end_to_end_job(config: dict[str, Any], model: CrossFuse, device: torch.devic
             save_model(out_dir / f"end_to_end_fusion_epoch_{epoch}.model", m, "crossfuse", epoch=epoch,
                        approach="end-to-end"),
             save_model(out_dir / f"end_to_end_ir_encoder_epoch_{epoch}.model", m.ir_encoder, "encoder",
-                       config=m.cfg, epoch=epoch),
+                       config=m.cfg, epoch=epoch, modality="ir", approach="end-to-end"),
             save_model(out_dir / f"end_to_end_vi_encoder_epoch_{epoch}.model", m.vi_encoder, "encoder",
-                       config=m.cfg, epoch=epoch),
+                       config=m.cfg, epoch=epoch, modality="vi", approach="end-to-end"),
         ]
 
     return Job(name="end_to_end", title="🔄 E2E", out_dir=out_dir, model=model, dataset=dataset,

@@ -35,11 +35,28 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_model(path: str | Path, module: nn.Module, kind: str, **meta: Any) -> Path:
-    """Write a suite `.model` file atomically; meta holds anything JSON-like (epoch, temperature...)."""
+def _plain(value: Any) -> bool:
+    """True for what torch.load(weights_only=True) reads back: numbers, strings, lists and dicts of them."""
+    if isinstance(value, (list, tuple)):
+        return all(map(_plain, value))
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def save_model(path: str | Path, module: nn.Module, kind: str, config: ModelConfig | None = None,
+               **meta: Any) -> Path:
+    """Write a suite `.model` file atomically; meta holds plain values only (epoch, approach, modality...).
+
+    Plain values are checked here because a pickled object in the file would make it unreadable by
+    read_checkpoint, which loads with weights_only=True.
+    """
     if kind not in SUITE_KINDS:
         raise ValueError(f"kind must be one of {SUITE_KINDS}")
-    cfg = module.cfg if hasattr(module, "cfg") else meta.pop("config")
+    cfg = config if config is not None else module.cfg
+    bad = [k for k, v in meta.items() if k in ("format", "kind", "state_dict") or not _plain(v)]
+    if bad:
+        raise ValueError(f"save_model: metadata {bad} must be plain values and not reserved names")
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     return atomic_save({"format": FORMAT, "kind": kind, "config": cfg.to_dict(), "state_dict": state, **meta}, path)
 
