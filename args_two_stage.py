@@ -78,6 +78,7 @@ class Stage2:
     ir_encoder = ""  # checkpoint files; "" = the latest epoch in out_root/autoencoder
     vi_encoder = ""
     reference = ""  # or a folder with the paper's released *_ir.model / *_vi.model
+    allow_other_modality = False  # accept an encoder file recorded for the other modality (swapped on purpose)
     # model: the fusion part (encoder widths come from the stage-1 checkpoints)
     decoder = 64
     tile = 32

@@ -304,7 +304,7 @@ def run(settings: Settings, sections: list[str], variants: list[str], log: Calla
         results["fusion"] = []
         for variant in variants:
             for height, width in QUICK_FUSION_SIZES if settings.quick else FUSION_SIZES:
-                log(f"fusion {height}x{width} {variant} ...")
+                log(f"fusion {width}x{height} {variant} ...")
                 results["fusion"].append(in_fresh_process(measure_fusion, settings, height, width, variant))
     if "train" in sections:
         results["train"] = []
@@ -355,7 +355,7 @@ def table(results: dict) -> str:
     if results.get("fusion"):
         lines.append("\nfusion (1 pair)  variant        size      s     s/MP   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
         for r in results["fusion"]:
-            size = f"{r['height']}x{r['width']}"
+            size = f"{r['width']}x{r['height']}"
             lines.append(f"                 {r['variant']:<8}{size:>11}{r['seconds']:>7.2f}{r['seconds_per_mp']:>9.2f}"
                          f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
     if results.get("train"):

@@ -6,7 +6,8 @@
 Weights: the paper's released files (--reference DIR), a run of this suite (--model FILE_OR_DIR,
 optionally --epoch N), or explicit --fusion/--ir-encoder/--vi-encoder files of either kind.
 A colour visible image is fused through its luma and written in colour (Cb, Cr from the visible
-image) unless --gray. Output: 8-bit PNG, same size as the inputs.
+image) unless --gray. Output: 8-bit, same size as the inputs; for one pair --out names the file and
+its format (.png, .jpg/.jpeg at quality 95, .bmp, .tif/.tiff), for folders PNG files.
 """
 import argparse
 import sys
@@ -16,9 +17,10 @@ from tqdm import tqdm
 
 from net.checkpoint import find_reference, find_trained, load_crossfuse
 from net.model import CrossFuse
+from utils.atomic import check_writable
 from utils.device import pick_device
-from utils.errors import CrossFuseError
-from utils.images import IMAGE_EXTENSIONS
+from utils.errors import CrossFuseError, run_main
+from utils.images import WRITE_FORMATS
 from utils.inference import fuse_pair
 from utils.pairs import Pair, find_pairs, pair_single
 
@@ -28,25 +30,30 @@ def load_model(args: argparse.Namespace) -> CrossFuse:
     chosen = [name for name in ("reference", "model", "fusion") if getattr(args, name)]
     if len(chosen) != 1:
         raise CrossFuseError("give exactly one of --reference DIR, --model PATH or --fusion FILE")
+    swap = args.allow_other_modality
     if args.reference:
         ir, vi, fusion = find_reference(args.reference)
-        return load_crossfuse(fusion, ir, vi)
+        return load_crossfuse(fusion, ir, vi, swap)
     if args.model:
-        return load_crossfuse(find_trained(args.model, args.epoch), args.ir_encoder, args.vi_encoder)
-    return load_crossfuse(args.fusion, args.ir_encoder, args.vi_encoder)
+        return load_crossfuse(find_trained(args.model, args.epoch), args.ir_encoder, args.vi_encoder, swap)
+    return load_crossfuse(args.fusion, args.ir_encoder, args.vi_encoder, swap)
 
 
 def plan(ir: Path, vi: Path, out: Path) -> tuple[list[tuple[Pair, Path]], list[Path]]:
     """(pair, output path) for a single pair of files or for every pair of two folders; also the unpaired."""
     if ir.is_file() or vi.is_file():
         pair = pair_single(ir, vi)
-        target = out if out.suffix.lower() in IMAGE_EXTENSIONS else out / f"{pair.name}.png"
-        return [(pair, target.with_suffix(".png"))], []
+        if out.is_dir() or not out.suffix:
+            return [(pair, out / f"{pair.name}.png")], []
+        if out.suffix.lower() not in WRITE_FORMATS:
+            raise CrossFuseError(f"{out}: cannot write {out.suffix} images "
+                                 f"(use {', '.join(sorted(WRITE_FORMATS))}, or a folder)")
+        return [(pair, out)], []
     scan = find_pairs(ir, vi)
     return [(p, out / f"{p.name}.png") for p in scan.pairs], scan.unpaired
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ir", type=Path, required=True, help="infrared image or folder")
     parser.add_argument("--vi", type=Path, required=True, help="visible image or folder")
@@ -60,27 +67,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gray", action="store_true", help="write the fused luma only")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    parser.add_argument("--allow-other-modality", action="store_true",
+                        help="accept an encoder file recorded for the other modality (swapped on purpose)")
     args = parser.parse_args(argv)
-    try:
-        device = pick_device(args.device)
-        jobs, unpaired = plan(args.ir, args.vi, args.out)
-        model = load_model(args).to(device)
-        for path in unpaired:
-            print(f"warning: no partner for {path}", file=sys.stderr)
-        failures = []
-        for pair, target in tqdm(jobs, desc="fusing", unit="pair", disable=len(jobs) < 2):
-            try:
-                fuse_pair(model, pair, target, device, args.amp, args.gray)
-            except CrossFuseError as e:
-                failures.append(str(e))
-                tqdm.write(f"error: {e}", file=sys.stderr)
-    except CrossFuseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    device = pick_device(args.device)
+    jobs, unpaired = plan(args.ir, args.vi, args.out)
+    for folder in sorted({target.parent for _, target in jobs}):
+        check_writable(folder)
+    model = load_model(args).to(device)
+    for path in unpaired:
+        print(f"warning: no partner for {path}", file=sys.stderr)
+    failures = []
+    for pair, target in tqdm(jobs, desc="fusing", unit="pair", disable=len(jobs) < 2):
+        try:
+            fuse_pair(model, pair, target, device, args.amp, args.gray)
+        except CrossFuseError as e:
+            failures.append(str(e))
+            tqdm.write(f"error: {e}", file=sys.stderr)
     print(f"fused {len(jobs) - len(failures)} of {len(jobs)} pairs into {args.out}"
           + (f"; {len(unpaired)} unpaired files listed above" if unpaired else ""))
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -16,8 +16,9 @@ from torch import nn
 from args_two_stage import Stage1
 from net.checkpoint import save_model
 from net.encoder import AutoEncoder
-from utils.errors import CrossFuseError
+from utils.errors import CrossFuseError, run_main
 from utils.trainer import (
+    INTERRUPTED,
     Job,
     Runtime,
     announce,
@@ -25,7 +26,6 @@ from utils.trainer import (
     model_config,
     preview_batch,
     reconstruction_loss_fn,
-    run_main,
     settings,
     start_runtime,
     train,
@@ -49,8 +49,6 @@ def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | 
 
 def main(argv: list[str]) -> None:
     config = settings(Stage1, argv, __doc__)
-    if config["modality"] not in ("ir", "vi", "both"):
-        raise CrossFuseError(f"--modality={config['modality']}: expected ir, vi or both")
     if config["images"] and config["modality"] == "both":
         raise CrossFuseError("--images is one modality's folder: give --modality=ir or --modality=vi with it")
     runtime: Runtime = start_runtime(config)
@@ -61,4 +59,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, interrupted=INTERRUPTED))

@@ -18,7 +18,9 @@ from torch import nn
 from args_end_to_end import Args
 from net.checkpoint import save_model
 from net.model import CrossFuse
+from utils.errors import run_main
 from utils.trainer import (
+    INTERRUPTED,
     Job,
     announce,
     fuse_test_set,
@@ -28,7 +30,6 @@ from utils.trainer import (
     mean_temperature,
     model_config,
     preview_batch,
-    run_main,
     settings,
     start_runtime,
     train,
@@ -65,4 +66,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, interrupted=INTERRUPTED))

@@ -19,8 +19,9 @@ from args_two_stage import Stage2
 from net.checkpoint import find_reference, latest_epoch_file, load_encoder, save_model
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
-from utils.errors import CrossFuseError
+from utils.errors import CrossFuseError, run_main
 from utils.trainer import (
+    INTERRUPTED,
     Job,
     announce,
     fuse_test_set,
@@ -30,7 +31,6 @@ from utils.trainer import (
     mean_temperature,
     model_config,
     preview_batch,
-    run_main,
     settings,
     start_runtime,
     train,
@@ -54,15 +54,20 @@ def stage1_encoders(config: dict[str, Any]) -> tuple[Encoder, Encoder, list[Path
         folder = Path(config["out_root"]) / "autoencoder"
         ir = Path(config["ir_encoder"]) if config["ir_encoder"] else latest_autoencoder(folder, "ir")
         vi = Path(config["vi_encoder"]) if config["vi_encoder"] else latest_autoencoder(folder, "vi")
-    return load_encoder(ir, "ir"), load_encoder(vi, "vi"), [ir, vi]
+    swap = config["allow_other_modality"]
+    return load_encoder(ir, "ir", swap), load_encoder(vi, "vi", swap), [ir, vi]
 
 
-def fusion_model(config: dict[str, Any], ir: Encoder, vi: Encoder) -> CrossFuse:
+def fusion_model(config: dict[str, Any], ir: Encoder, vi: Encoder, sources: tuple[Path, Path] | None = None
+                 ) -> CrossFuse:
     """A fresh fusion network sized to the encoders, frozen encoders attached."""
     fields = ("shallow", "growth", "dense_layers", "deep")
     widths = {k: getattr(ir.cfg, k) for k in fields}
     if widths != {k: getattr(vi.cfg, k) for k in fields}:
-        raise CrossFuseError("the IR and VIS stage-1 encoders have different widths; train both with one setting")
+        shown = " and ".join(f"{path} has {tuple(getattr(e.cfg, k) for k in fields)}"
+                             for path, e in zip(sources or ("IR", "VIS"), (ir, vi), strict=True))
+        raise CrossFuseError(f"the stage-1 encoders have different widths (shallow, growth, dense_layers, deep): "
+                             f"{shown}; train both with one setting")
     cfg = model_config(config, **widths)
     return CrossFuse.from_parts(ir, vi, FusionNet(cfg), frozen_encoders=True)
 
@@ -88,9 +93,9 @@ def main(argv: list[str]) -> None:
     announce("Stage 2: fusion network on frozen encoders", config, runtime)
     ir, vi, sources = stage1_encoders(config)
     torch.manual_seed(config["seed"])
-    model = fusion_model(config, ir, vi)
+    model = fusion_model(config, ir, vi, tuple(sources))
     train(fusion_job(config, model, runtime.device, sources), config, runtime)
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, interrupted=INTERRUPTED))

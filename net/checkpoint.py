@@ -92,9 +92,26 @@ def _load(module: nn.Module, state: dict, path: Path) -> nn.Module:
     return module
 
 
-def load_encoder(path: str | Path, modality: str) -> Encoder:
-    """An encoder from a stage-1 autoencoder, an end-to-end encoder or a complete model file."""
+def recorded_modality(ckpt: Checkpoint) -> str | None:
+    """"ir"/"vi" as the file records it (suite files) or names it (the reference's *_ir/*_vi.model)."""
+    if ckpt.kind == "reference-autoencoder":
+        found = re.search(r"_(ir|vi)\.model$", ckpt.path.name)
+        return found.group(1) if found else None
+    return ckpt.meta.get("modality")
+
+
+def load_encoder(path: str | Path, modality: str, allow_other_modality: bool = False) -> Encoder:
+    """An encoder from a stage-1 autoencoder, an end-to-end encoder or a complete model file.
+
+    An encoder trained on the other modality is refused unless allow_other_modality: swapped IR and
+    VIS files give a model that runs and fuses badly, with nothing else to tell.
+    """
     ckpt = read_checkpoint(path)
+    recorded = recorded_modality(ckpt)
+    if recorded is not None and recorded != modality and not allow_other_modality:
+        names = {"ir": "IR", "vi": "VIS"}
+        raise CrossFuseError(f"{ckpt.path}: a {names[recorded]} encoder given as the {names[modality]} one "
+                             "(swapped files?); allow it explicitly with the allow-other-modality option")
     if ckpt.kind == "reference-autoencoder":
         return from_reference(ckpt.state, "autoencoder", ckpt.path).encoder
     prefix = {"autoencoder": "encoder.", "encoder": "", "crossfuse": f"{modality}_encoder."}.get(ckpt.kind)
@@ -121,7 +138,7 @@ def _check_compatible(encoder: Encoder, fusion: FusionNet, source: Path) -> None
 
 
 def load_crossfuse(fusion: str | Path, ir_encoder: str | Path | None = None,
-                   vi_encoder: str | Path | None = None) -> CrossFuse:
+                   vi_encoder: str | Path | None = None, allow_other_modality: bool = False) -> CrossFuse:
     """A complete model from a fusion file plus, where it holds none (reference files), encoder files."""
     ckpt = read_checkpoint(fusion)
     if ckpt.kind == "crossfuse":
@@ -136,7 +153,7 @@ def load_crossfuse(fusion: str | Path, ir_encoder: str | Path | None = None,
         raise CrossFuseError(f"{ckpt.path}: expected a fusion checkpoint, found {ckpt.kind}")
     for modality, path in (("ir", ir_encoder), ("vi", vi_encoder)):
         if path is not None:
-            encoder = load_encoder(path, modality)
+            encoder = load_encoder(path, modality, allow_other_modality)
             _check_compatible(encoder, model.fusion, Path(path))
             setattr(model, f"{modality}_encoder", encoder)
     return model.eval()

@@ -2,6 +2,8 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from utils.errors import CrossFuseError
+
 TEMPERATURES = ("fixed", "block", "head")
 
 
@@ -23,12 +25,16 @@ class ModelConfig:
     temperature: str = "fixed"  # "fixed" (=1, the reference), or learnable per "block" or per "head"
 
     def __post_init__(self) -> None:
+        small = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                 if f.type is int and getattr(self, f.name) < 1]
+        if small:
+            raise CrossFuseError(f"model settings must be at least 1: {', '.join(small)}")
         if self.temperature not in TEMPERATURES:
-            raise ValueError(f"temperature must be one of {TEMPERATURES}, got {self.temperature!r}")
+            raise CrossFuseError(f"temperature={self.temperature!r}: expected one of {', '.join(TEMPERATURES)}")
         if self.embed % self.heads:
-            raise ValueError(f"embedding {self.embed} (deep * patch^2) is not divisible by heads={self.heads}")
+            raise CrossFuseError(f"heads={self.heads} does not divide the token width {self.embed} (deep * patch^2)")
         if self.tile % self.patch:
-            raise ValueError(f"tile {self.tile} is not a multiple of patch {self.patch}")
+            raise CrossFuseError(f"tile={self.tile} is not a multiple of patch={self.patch}")
 
     @property
     def embed(self) -> int:

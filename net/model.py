@@ -37,9 +37,22 @@ class FusionDecoder(nn.Module):
             wx.mul_(0.5)  # the reference halves the IR term
         # z + 0.5 wx ir_sh + wy vi_sh, with one full-resolution temporary instead of five
         z = self.out(torch.addcmul(z, wx, ir_sh).addcmul_(wy, vi_sh))
-        lo = z.amin(dim=(-2, -1), keepdim=True)
-        hi = z.amax(dim=(-2, -1), keepdim=True)
-        return (z - lo) / (hi - lo + 1e-6) * 255
+        return stretch_to_255(z)
+
+
+FLAT_RANGE = 1e-3  # an output whose max - min is below this share of its magnitude is flat
+
+
+def stretch_to_255(z: torch.Tensor) -> torch.Tensor:
+    """The reference's per-image min-max stretch to 0..255, except for (nearly) flat outputs.
+
+    Stretching a flat output would blow float rounding noise up to full-range noise, so an image
+    whose range is below FLAT_RANGE of its magnitude is returned unstretched (no host sync: where).
+    """
+    lo = z.amin(dim=(-2, -1), keepdim=True)
+    hi = z.amax(dim=(-2, -1), keepdim=True)
+    flat = (hi - lo) <= FLAT_RANGE * torch.maximum(hi.abs(), lo.abs()).clamp_min(1.0)
+    return torch.where(flat, z, (z - lo) / (hi - lo + 1e-6) * 255)
 
 
 class FusionNet(nn.Module):

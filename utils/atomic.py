@@ -1,4 +1,6 @@
-"""Atomic file writes: a crash mid-write never leaves a truncated checkpoint, loss file or image."""
+"""Atomic file writes: a crash or a full disk mid-write never leaves a truncated file, and the last
+good version of the file stays in place. Every file the suite writes goes through atomic_write.
+"""
 import os
 import uuid
 from collections.abc import Callable
@@ -7,6 +9,8 @@ from typing import Any
 
 import torch
 
+from utils.errors import CrossFuseError
+
 
 def temp_path(path: Path) -> Path:
     """A hidden, unique temporary name in the same folder (so the final rename is atomic)."""
@@ -14,19 +18,48 @@ def temp_path(path: Path) -> Path:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call write(temp) and rename the temporary file over `path`; parent folders are created."""
+    """Call write(temp) and rename the temporary file over `path`; parent folders are created.
+
+    Operating-system failures (disk full, read-only or missing folder, a file where a folder
+    should be) become a one-line CrossFuseError naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(temp)
         os.replace(temp, path)
+    except OSError as e:
+        raise CrossFuseError(f"{path}: cannot write ({e.strerror or e}); the previous file, if any, is kept") from e
     finally:
-        if temp.exists():
-            temp.unlink()
+        if temp.parent.is_dir():
+            temp.unlink(missing_ok=True)
     return path
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """torch.save, with its stream-writer failures (e.g. a full disk) raised as OSError."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        if "inline_container" not in str(e) and "PytorchStreamWriter" not in str(e):
+            raise
+        raise OSError(f"torch.save failed: {str(e).splitlines()[0]}") from e
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save, atomically."""
-    return atomic_write(path, lambda temp: torch.save(obj, temp))
+    return atomic_write(path, lambda temp: _torch_save(obj, temp))
+
+
+def check_writable(folder: str | Path, what: str = "output folder") -> Path:
+    """Fail early, before any work, when `folder` cannot be created or written to."""
+    folder = Path(folder)
+    probe = temp_path(folder / "probe")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CrossFuseError(f"{folder}: {what} is not writable ({e.strerror or e})") from None
+    return folder

@@ -3,10 +3,13 @@
     python train_end_to_end.py --epochs=2 --lr=1e-4 --amp
 
 `--key=value` takes the type of the file's value; a bare `--flag` sets a boolean to True. Unknown
-keys and values of the wrong type are rejected with a one-line message.
+keys, values of the wrong type and values outside a setting's range (RULES) are rejected with a
+one-line message.
 """
 import difflib
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,45 @@ from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+Rule = tuple[Callable[[Any, dict[str, Any]], bool], str]  # (check(value, config), what is allowed)
+
+
+def at_least(low: float) -> Rule:
+    return (lambda v, _: math.isfinite(v) and v >= low), f"a number >= {low}"
+
+
+def above(low: float) -> Rule:
+    return (lambda v, _: math.isfinite(v) and v > low), f"a number > {low}"
+
+
+def one_of(*choices: str) -> Rule:
+    return (lambda v, _: v in choices), f"one of {', '.join(choices)}"
+
+
+STRIDE = 8  # deep features are 1/8 of the input; a training image must hold at least one token
+# The allowed values of every numeric or choice setting of the args files, checked once, here.
+RULES: dict[str, Rule] = {
+    "train_num": at_least(0), "workers": at_least(0), "seed": at_least(0), "preview_images": at_least(0),
+    "image_size": ((lambda v, c: v >= STRIDE * c.get("patch", 2)), "at least 8 * patch (one token)"),
+    "batch_size": at_least(1), "epochs": at_least(1), "step": at_least(1), "checkpoint_every": at_least(1),
+    "lr": above(0), "lr_min": ((lambda v, c: 0 <= v <= c["lr"]), "between 0 and lr"), "lr_gamma": above(0),
+    "lr_step_epochs": at_least(0), "weight_decay": at_least(0),
+    "w_mse": at_least(0), "w_ssim": at_least(0), "w_int": at_least(0), "w_grad": at_least(0),
+    "lr_schedule": one_of("step", "cosine"), "on_error": one_of("skip", "raise"),
+    "modality": one_of("ir", "vi", "both"), "temperature": one_of("fixed", "block", "head"),
+    **{k: at_least(1) for k in ("shallow", "growth", "dense_layers", "deep", "decoder", "tile", "patch", "heads",
+                                "mlp_ratio", "self_depth", "cross_depth")},
+}
+
+
+def check_ranges(config: dict[str, Any]) -> dict[str, Any]:
+    """Refuse any setting outside its RULES range, naming every offending key."""
+    bad = [f"--{k}={config[k]!r} (expected {what})" for k, (ok, what) in RULES.items()
+           if k in config and not ok(config[k], config)]
+    if bad:
+        raise CrossFuseError(f"setting out of range: {'; '.join(bad)}")
+    return config
 
 
 def defaults(args_class: type) -> dict[str, Any]:

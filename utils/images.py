@@ -12,6 +12,10 @@ from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+# what each suffix is written as: JPEG at high quality with full-resolution chroma
+WRITE_FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
+                 ".jpeg": ("JPEG", {"quality": 95, "subsampling": 0}), ".bmp": ("BMP", {}), ".tif": ("TIFF", {}),
+                 ".tiff": ("TIFF", {})}
 
 # Modes whose values do not fit in 8 bits: raw thermal cameras often store 16-bit counts.
 _HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -110,11 +114,13 @@ def is_color(path: str | Path) -> bool:
 
 
 def _save_atomic(path: str | Path, image: Image.Image) -> None:
-    """Write a PNG atomically, so a crash never leaves a half-written image."""
-    try:
-        atomic_write(path, lambda temp: image.save(temp, format="PNG"))
-    except OSError as err:
-        raise CrossFuseError(f"{path}: cannot write ({_one_line(err)})") from err
+    """Write an image atomically in the format its suffix names (a PNG when there is none)."""
+    path = Path(path)
+    suffix = path.suffix.lower() or ".png"
+    if suffix not in WRITE_FORMATS:
+        raise CrossFuseError(f"{path}: cannot write {suffix} images (use {', '.join(sorted(WRITE_FORMATS))})")
+    fmt, options = WRITE_FORMATS[suffix]
+    atomic_write(path, lambda temp: image.save(temp, format=fmt, **options))
 
 
 def _check_array(array: np.ndarray, ndim: int, what: str) -> None:

@@ -107,8 +107,7 @@ def _match(ir: list[_Entry], vi: list[_Entry]) -> tuple[list[tuple[_Entry, _Entr
     for stem_of in rules:
         by_key = _unique_keys(vi, stem_of)
         left = []
-        for entry in ir:
-            key = (tuple(d.lower() for d in entry.dirs), stem_of(entry).lower())
+        for key, entry in _unique_keys(ir, stem_of).items():
             partner = by_key.pop(key, None)
             if partner is None:
                 left.append(entry)
@@ -119,6 +118,7 @@ def _match(ir: list[_Entry], vi: list[_Entry]) -> tuple[list[tuple[_Entry, _Entr
 
 
 def _unique_keys(entries: list[_Entry], stem_of: Callable[[_Entry], str]) -> dict:
+    """Entries by (folders, stem); two files of one side with one key (a.jpg, a.png) are refused."""
     by_key = {}
     for entry in entries:
         key = (tuple(d.lower() for d in entry.dirs), stem_of(entry).lower())

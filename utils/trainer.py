@@ -26,15 +26,15 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from net.config import ModelConfig
-from utils.atomic import atomic_save, atomic_write
+from utils.atomic import atomic_save, atomic_write, check_writable
 from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
-from utils.config import defaults, format_config, help_text, parse_overrides, save_config
+from utils.config import check_ranges, defaults, format_config, help_text, parse_overrides, save_config
 from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
 from utils.demo_data import make_demo_dataset
 from utils.device import autocast, pick_device
 from utils.errors import CrossFuseError
 from utils.images import write_gray
-from utils.inference import fuse_pair
+from utils.inference import fuse_pair, read_pair
 from utils.losses import fusion_loss, reconstruction_loss
 from utils.pairs import Pair, discover_pairs, find_images
 
@@ -79,7 +79,10 @@ def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
         make_demo_dataset(Path("data/demo"))
         demo = {k: v for k, v in DEMO.items() if k in config}
         config.update(demo, epochs=DEMO_EPOCHS[args_class.__name__])
-    return parse_overrides(config, argv)
+    config = check_ranges(parse_overrides(config, argv))
+    if "deep" in config:  # the whole model is configured here: check how its widths fit together
+        model_config(config)
+    return config
 
 
 def model_config(config: dict[str, Any], **overrides: Any) -> ModelConfig:
@@ -170,7 +173,14 @@ def save_state(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, c
                  "config": config}, state_path(job))
 
 
+# Settings a resumed run must share with the interrupted one: they decide which batch comes next, or
+# what the saved weights mean. Any other change (lr, epochs, logging...) is allowed with a warning.
+RESUME_FIXED = ("dataset", "images", "modality", "train_num", "image_size", "crop", "hflip", "vflip",
+                "batch_size", "seed", "world_size", *ModelConfig.__dataclass_fields__)
+
+
 def load_state(job: Job, optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> Progress:
+    """Restore a training state, refusing settings that would break the step-exact resume."""
     path = state_path(job)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -178,14 +188,29 @@ def load_state(job: Job, optimizer: torch.optim.Optimizer, config: dict[str, Any
         raise CrossFuseError(f"{path}: cannot read the training state ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("job") != job.name:
         raise CrossFuseError(f"{path}: not a training state of {job.name}")
-    for key in ModelConfig.__dataclass_fields__:
-        if key in config and state["config"].get(key) != config[key]:
-            raise CrossFuseError(f"{path}: saved with {key}={state['config'].get(key)!r}, now {key}={config[key]!r};"
-                                 " resume with the same model settings or start afresh without --resume")
+    saved = state["config"]
+    changed = {k: (saved.get(k), config.get(k)) for k in saved.keys() | config.keys()
+               if k not in ("resume", "demo") and saved.get(k) != config.get(k)}
+    fixed = [f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()) if k in RESUME_FIXED]
+    if fixed:
+        raise CrossFuseError(f"{path}: cannot resume with changed {', '.join(fixed)} (they decide the data order "
+                             "or the model); resume with the saved settings or start afresh without --resume")
+    for k, (old, new) in sorted(changed.items()):
+        print(f"warning: resuming {job.name} with {k}={new!r} (was {old!r})", file=sys.stderr)
     job.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     return Progress(**state["progress"])
+
+
+def record_config(job: Job, config: dict[str, Any], progress: Progress) -> None:
+    """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume."""
+    history_path = job.out_dir / f"config_history_{job.name}.json"
+    history = json.loads(history_path.read_text()) if progress.batch or progress.epoch else []
+    history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": progress.epoch + 1,
+                    "batch": progress.batch, "config": config})
+    save_config(config, job.out_dir / f"config_{job.name}.json")
+    atomic_write(history_path, lambda temp: temp.write_text(json.dumps(history, indent=2) + "\n"))
 
 
 def write_losses(job: Job, progress: Progress, epoch: int, config: dict[str, Any], memory_kind: str) -> Path:
@@ -238,9 +263,12 @@ def log_line(job: Job, epoch: int, epochs: int, batch: int, batches: int, lr: fl
 def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
     """Train job.model for config['epochs'] epochs, resuming from its training state when asked."""
     device, main = runtime.device, runtime.main
+    config = {**config, "world_size": runtime.world}
     job.model.to(device)
     optimizer = make_optimizer(job.model, config)
     progress = Progress()
+    if main:
+        check_writable(job.out_dir)
     if config["resume"] and state_path(job).is_file():
         progress = load_state(job, optimizer, config)
         if main:
@@ -248,7 +276,7 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
     elif config["resume"] and main:
         print(f"warning: no training state at {state_path(job)}; starting {job.name} from scratch")
     if main:
-        save_config(config, job.out_dir / f"config_{job.name}.json")
+        record_config(job, config, progress)
     model = job.model
     if config["compile"]:
         model = torch.compile(model)
@@ -308,9 +336,9 @@ def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, bat
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     if finite.item() < 1:
         shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        raise CrossFuseError(f"non-finite loss ({shown}) at {where} of {job.name}; stopped before updating, the "
-                             f"last good checkpoint {state_path(job)} is untouched (lower lr or check the data, "
-                             "then --resume)")
+        kept = (f"the last good checkpoint {state_path(job)} is untouched (lower lr or check the data, then --resume)"
+                if state_path(job).is_file() else "no checkpoint had been written yet (lower lr or check the data)")
+        raise CrossFuseError(f"non-finite loss ({shown}) at {where} of {job.name}; stopped before updating, {kept}")
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     optimizer.step()
@@ -319,19 +347,30 @@ def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, bat
 
 def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any],
                  epoch: int, device: torch.device) -> None:
-    """Per-epoch outputs: .model files, the loss .mat, the preview grid, test images, then the state."""
+    """Per-epoch outputs: .model files, the loss .mat and the state, then the optional preview and test.
+
+    The state is written before the optional work, and a failure there is reported, not raised, so
+    it never costs training progress.
+    """
     files = job.save_models(job.model, epoch + 1)
     files.append(write_losses(job, progress, epoch, config, "cuda" if device.type == "cuda" else "rss"))
-    preview = save_preview(job, job.model, epoch + 1, device)
-    if job.test is not None:
-        job.model.eval()
-        job.test(job.model, epoch + 1)
-        job.model.train()
     save_state(job, optimizer, progress, config)
     mem = progress.peak_memory[-1] / 2**20
     print(f"{job.title} - epoch {epoch + 1} done in {progress.epoch_time[-1]:.1f} s, peak memory {mem:.0f} MiB, "
-          f"loss {progress.history['total'][-1]:.4f}; wrote {', '.join(str(f) for f in files)}"
-          + (f", {preview}" if preview else ""))
+          f"loss {progress.history['total'][-1]:.4f}; wrote {', '.join(str(f) for f in files)}")
+    try:
+        preview = save_preview(job, job.model, epoch + 1, device)
+        if preview:
+            print(f"{job.title} - preview {preview}")
+        if job.test is not None:
+            job.model.eval()
+            job.test(job.model, epoch + 1)
+    except Exception as e:  # optional outputs: report, keep training
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"warning: epoch {epoch + 1} preview/test outputs of {job.name} failed ({type(e).__name__}: {first});"
+              " training continues", file=sys.stderr)
+    finally:
+        job.model.train()
 
 
 def announce(title: str, config: dict[str, Any], runtime: Runtime) -> None:
@@ -340,20 +379,7 @@ def announce(title: str, config: dict[str, Any], runtime: Runtime) -> None:
         print(format_config(config))
 
 
-def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -> int:
-    """Run a training script's main, turning user-facing errors into one line and exit code 2."""
-    try:
-        main(sys.argv[1:] if argv is None else argv)
-    except CrossFuseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun with --resume to continue from the last checkpoint", file=sys.stderr)
-        return 130
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
+INTERRUPTED = "interrupted: rerun with --resume to continue from the last checkpoint"
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -415,6 +441,8 @@ def preview_batch(dataset: Dataset, config: dict[str, Any]) -> Batch:
 
     Resized like the training data, so they batch together; the grid shows the same items every epoch.
     """
+    if config["preview_images"] == 0:
+        return ()
     if config.get("test_dir"):
         pairs = discover_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
         transform = ImageTransform(config["image_size"])
@@ -429,6 +457,8 @@ def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -
     if not config["test_dir"]:
         return None
     pairs = discover_pairs(Path(config["test_dir"])).pairs
+    for pair in pairs:  # a bad test pair fails now, not after the first epoch's training
+        read_pair(pair)
 
     def fuse_all(model: nn.Module, epoch: int) -> None:
         for pair in pairs:
