@@ -29,8 +29,9 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from utils.atomic import atomic_write
 from utils.device import autocast, pick_device
-from utils.errors import CrossFuseError
+from utils.errors import CrossFuseError, run_main
 
 ROADSCENE = Path(__file__).resolve().parent.parent / "shared" / "data" / "roadscene"
 SECTIONS = ("ceiling", "fusion", "train", "data")
@@ -411,7 +412,7 @@ def split_choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return chosen
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = pick_device(args.device)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
@@ -427,13 +428,9 @@ def main(argv: list[str] | None = None) -> dict:
     check_finite(results)
     print(table(results))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
-    return results
+        atomic_write(args.json, lambda temp: temp.write_text(json.dumps(results, indent=1)))
+    return 0
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CrossFuseError as err:
-        sys.exit(f"bench.py: {err}")
+    sys.exit(run_main(main))
