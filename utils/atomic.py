@@ -42,7 +42,7 @@ def _torch_save(obj: Any, path: Path) -> None:
     try:
         torch.save(obj, path)
     except RuntimeError as e:
-        if "inline_container" not in str(e) and "PytorchStreamWriter" not in str(e):
+        if not any(mark in str(e) for mark in ("inline_container", "PytorchStreamWriter", "iostream error")):
             raise
         raise OSError(f"torch.save failed: {str(e).splitlines()[0]}") from e
 
