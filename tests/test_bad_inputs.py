@@ -112,7 +112,7 @@ def test_bad_test_pair_is_refused_before_training(data, tmp_path):
     shutil.copytree(data / "test", test)
     (test / "vi" / "001.png").write_bytes(b"not an image")
     result = run("train_end_to_end.py", *train_args(data, tmp_path / "out", *TINY, "--epochs=1",
-                                                    f"--test_dir={test}"))
+                                                    "--preview_images=1", f"--test_dir={test}"))
     one_line_error(result, "001.png")
     assert not list((tmp_path / "out").rglob("*.model"))
 
