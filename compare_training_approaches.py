@@ -683,6 +683,10 @@ def compare(args: argparse.Namespace) -> dict:
     cka = {a: encoder_cka(first[baseline], model, cka_sources, device) for a, model in first.items() if a != baseline}
     costs = {a: [training_cost(r) for r in group] for a, group in trained.items()}
     single = all(len(group) == 1 for group in runs.values())
+    floor = len(metrics) * stats.smallest_p(len(pairs))
+    power = [f"with {len(pairs)} test pairs and {len(metrics)} metrics no difference can be significant after "
+             f"Holm's correction (the smallest possible adjusted p is {floor:.2g}); use more test pairs"
+             ] if floor >= args.alpha and len(runs) > 1 else []
     try:
         plots = report_plots.plot_losses({a: [r.log for r in group] for a, group in trained.items()}, out)
         plots["cost"] = report_plots.plot_cost(costs, out)
@@ -696,7 +700,7 @@ def compare(args: argparse.Namespace) -> dict:
                                                                       "quality_vs_epoch.png")
         report = {
             "alpha": args.alpha, "baseline": baseline, "single_run": single, "bootstrap": args.bootstrap,
-            "warnings": run_warnings(runs, baseline) + ([SINGLE_RUN_NOTE] if single else []),
+            "warnings": run_warnings(runs, baseline) + power + ([SINGLE_RUN_NOTE] if single else []),
             "runs": {a: [{"label": r.label, "folder": str(r.folder), "checkpoint": str(r.checkpoint),
                           "epoch": r.epoch, "loss_file": str(r.log.path) if r.log else None,
                           "model_config": r.config.to_dict(),

@@ -15,7 +15,9 @@ from net.model import CrossFuse, FusionNet
 from net.reference import to_reference
 from utils import stats
 from utils.images import write_gray
+from utils.inference import read_pair
 from utils.metrics import METRICS
+from utils.pairs import discover_pairs
 
 TINY = ModelConfig(shallow=4, growth=4, deep=8, decoder=8, tile=4, patch=2, heads=2, mlp_ratio=2)
 PLOTS = ("loss_curves.png", "loss_terms.png", "temperature.png", "lr.png", "training_cost.png", "fused_grid.png",
@@ -316,9 +318,12 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
     assert len(list(study_dir.glob("*/seed_*/*/eval/*/scores.json"))) == 6 * (1 + 3)  # final on all + 3 epochs
 
     monkeypatch.setattr(compare, "fuse_gray", lambda *a, **k: pytest.fail("fused again despite the cache"))
-    code, _, _ = run_main(["--study", study_dir, "--curve-images", 2, "--bootstrap", 500], capsys)
-    assert code == 0
-    assert json.loads((out / "report.json").read_text())["scores"] == report["scores"]
+    pairs = discover_pairs(study_dir.parent / "test").pairs
+    scorer = compare.Scorer(pairs, [read_pair(p) for p in pairs], metrics, torch.device("cpu"))
+    run = compare.load_run("warm-start", "seed_1", study_dir / "warm-start" / "seed_1", None)
+    per_image, fused = scorer.scores(run, 3, images=True)
+    assert per_image == report["per_image"]["warm-start"]["seed_1"] and len(fused) == 6
+    assert scorer.scores(run, 2, 2)[0].keys() == {p.name for p in pairs[:2]}
 
 
 def test_identical_approaches_give_no_significant_difference(study_dir, tmp_path, capsys):
@@ -374,6 +379,7 @@ def test_holm_on_hand_computed_p_values():
     assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and np.isnan(adjusted[4])
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     assert stats.holm([]) == []
+    assert stats.smallest_p(6) == pytest.approx(0.03125) and stats.min_pairs(0.05) == 6
 
 
 def test_verdicts_follow_holm_interval_and_metric_direction():

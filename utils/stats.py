@@ -16,8 +16,13 @@ VERDICTS = (BETTER, WORSE, SAME, TOO_LITTLE)
 
 
 def min_pairs(alpha: float) -> int:
-    """Fewest non-zero differences for which a two-sided signed-rank p-value (at least 2 / 2^n) can be < alpha."""
+    """Fewest non-zero differences for which a two-sided signed-rank p-value (smallest_p) can be < alpha."""
     return math.floor(math.log2(2 / alpha)) + 1
+
+
+def smallest_p(n: int) -> float:
+    """The smallest two-sided signed-rank p-value n paired differences can give (all of one sign)."""
+    return min(1.0, 2.0 / 2**n) if n else 1.0
 
 
 def paired_test(base: np.ndarray, new: np.ndarray, alpha: float) -> dict[str, Any]:
