@@ -8,10 +8,7 @@ PY := .venv/bin/python
 
 .PHONY: demo test lint bench
 demo: .venv/.installed
-	$(PY) train_autoencoder.py --demo
-	$(PY) train_fusion.py --demo
-	$(PY) train_end_to_end.py --demo
-	$(PY) compare_training_approaches.py --demo
+	$(PY) study.py --demo
 
 test: .venv/.installed
 	.venv/bin/ruff check .

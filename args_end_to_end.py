@@ -1,8 +1,9 @@
-"""Hyperparameters of end-to-end training: both encoders, the CAM and the decoder from scratch.
+"""Hyperparameters of end-to-end training: both encoders, the CAM and the decoder together.
 
 Edit the values here, or override any of them on the command line (`python train_end_to_end.py
 --epochs=2 --lr=1e-4`). Data, batch, lr, epochs and loss follow the reference's stage 2; the
-schedule is cosine and the cross-attention temperature is learnable.
+schedule is cosine and the cross-attention temperature is learnable. The encoders start from random
+weights, or from stage-1 weights with one of the init_* settings (the warm-start arm).
 """
 
 
@@ -41,8 +42,13 @@ class Args:
     self_depth = 1
     cross_depth = 1
     temperature = "block"  # learnable, one per cross block; head = one per head; fixed = 1 (reference)
+    # warm start: begin the encoders from stage-1 weights, then train everything jointly as above
+    init_from = ""  # a stage-1 output folder (out_root or its autoencoder/): its latest epoch's encoders
+    init_ir_encoder = ""  # or the encoder files themselves (any .model holding an encoder)
+    init_vi_encoder = ""
+    init_reference = ""  # or a folder with the paper's released *_ir.model / *_vi.model
     # run
-    out_root = "models"  # writes out_root/end_to_end/end_to_end_*_epoch_N.model and loss/*.mat
+    out_root = "models"  # writes out_root/end_to_end/ (out_root/end_to_end_warm/ for a warm start): *.model, loss/
     device = "auto"  # auto, cpu, cuda or cuda:N
     amp = False  # bf16 autocast on CUDA
     compile = False  # torch.compile the model

@@ -1,88 +1,83 @@
-"""Does end-to-end training of CrossFuse beat the paper's two-stage training? Compare two finished runs.
+"""Does end-to-end training of CrossFuse beat the paper's two-stage training? Compare k approaches x n runs.
 
-    python compare_training_approaches.py                      # runs under models/, their test folder
-    python compare_training_approaches.py --demo               # models/demo and data/demo/test
-    python compare_training_approaches.py --test data/tno --reference models/reference --out reports/tno
+    python compare_training_approaches.py --study runs/demo            # every arm and seed of a study.py study
+    python compare_training_approaches.py --run two-stage=runs/a/two-stage --run end-to-end=models/end_to_end
+    python compare_training_approaches.py                              # one run each under models/ (as before)
+    python compare_training_approaches.py --demo                       # models/demo and data/demo/test
 
-Reads the loss files and the final (or chosen) checkpoints of both runs, fuses a test set with each
-model, and writes a self-contained report folder (report.md, report.json, PNG plots) plus a short
-summary on stdout. Each metric gets its own verdict from a Wilcoxon signed-rank test on the per-image
-differences (end-to-end minus two-stage), since one averaged number hides whether a gain is real.
-The two-stage loss curves are stage 2's; stage 1 adds its time and memory to the two-stage cost.
+Each run's final (or chosen) checkpoint is fused on the test set and scored; fused images and
+per-image scores are cached in the run folder, keyed by checkpoint and test set, so a second report
+costs seconds. Per metric, every approach is set against a baseline (two-stage by default): the
+difference of means with a 95% interval from a hierarchical bootstrap (runs within an approach, then
+test images), a Wilcoxon signed-rank p on the per-image values averaged over runs, Holm's correction
+across metrics, and a verdict. Every saved epoch is also scored on the first --curve-images pairs to
+plot quality against training time (stage 1 included for the approaches that use it). The report
+folder holds report.md, report.json, table.tex, table.csv and the PNG figures.
 """
 import argparse
+import csv
+import hashlib
+import io
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from scipy.stats import rankdata, wilcoxon
 from tqdm import tqdm
 
-from evaluate import summarize
-from net.checkpoint import find_reference, load_crossfuse
+from net.checkpoint import find_reference, load_crossfuse, read_checkpoint
 from net.config import ModelConfig
 from net.encoder import Encoder, pad_small
 from net.model import CrossFuse
+from utils import report_plots, run_layout, stats
+from utils.atomic import atomic_write
 from utils.device import pick_device
 from utils.errors import CrossFuseError
+from utils.images import read_gray, write_gray
 from utils.inference import fuse_gray, read_pair
 from utils.metrics import METRICS, MIN_SIDE, score_pair
 from utils.pairs import Pair, discover_pairs, find_pairs
+from utils.run_layout import END_TO_END, LAYOUTS, STAGE1, TWO_STAGE, WARM_START, LossLog
 
-TWO_STAGE, END_TO_END, REFERENCE = "two-stage", "end-to-end", "reference"
-COLORS = {TWO_STAGE: "tab:blue", END_TO_END: "tab:orange", REFERENCE: "tab:green"}
-VERDICTS = ("better", "worse", "no significant difference", "too little data")
-LAYERS = ("shallow", "dense1", "deep")
-MODALITY = {"ir": "IR", "vi": "VIS"}
-ENCODER_WIDTHS = ("shallow", "growth", "dense_layers", "deep")  # what stage 1 decides for stage 2
+REFERENCE = "reference"
+KNOWN_ORDER = (TWO_STAGE, END_TO_END, WARM_START)
+HIGHER_IS_BETTER = {m: True for m in METRICS}  # every metric of utils.metrics grows with fusion quality
+ENCODER_WIDTHS = ("shallow", "growth", "dense_layers", "deep")  # what stage 1 decides for the later stages
 GRID_PAIRS = 4
 CKA_PIXELS = 2048  # pixels sampled per image and layer for CKA; keeps big test images cheap
-
-
-@dataclass
-class LossLog:
-    """One .mat loss file: per-step series (all of length `steps`), per-epoch cost and the run config."""
-
-    path: Path
-    series: dict[str, np.ndarray]
-    epoch_time: np.ndarray
-    peak_memory: np.ndarray
-    memory_kind: str
-    config: dict[str, Any]
-
-    @property
-    def loss(self) -> np.ndarray:
-        return self.series["loss_data"]
-
-    @property
-    def terms(self) -> list[str]:
-        return [k for k in self.series if k.startswith("loss_") and k != "loss_data"]
+SINGLE_RUN_NOTE = ("one run per approach: run-to-run variation (initialisation, data order) is not measured, so the "
+                   "intervals and verdicts cover test-image variation only and a difference may be training noise")
 
 
 @dataclass
 class Run:
-    """A trained approach: its folder, chosen checkpoint, loaded model and loss history."""
+    """One trained model of an approach: its folder, checkpoints by epoch, the chosen one and its history."""
 
-    name: str
+    approach: str
+    label: str
     folder: Path
-    checkpoint: Path
+    checkpoints: dict[int, Path]
     epoch: int
-    model: CrossFuse
-    log: LossLog
+    log: LossLog | None  # None for the paper's released model
+    config: ModelConfig
+    encoder_files: tuple[Path, ...] = ()  # only for reference-layout fusion files
     stage1: dict[str, LossLog] = field(default_factory=dict)
+    cache: bool = True
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.checkpoints[self.epoch]
+
+    def load(self, epoch: int | None = None) -> CrossFuse:
+        return load_crossfuse(self.checkpoints[epoch or self.epoch], *self.encoder_files)
 
 
-# ---------------------------------------------------------------- reading runs
+# ---------------------------------------------------------------- finding runs
 
 
 def _args_default(module: str, cls: str, name: str, fallback: Any) -> Any:
@@ -93,50 +88,13 @@ def _args_default(module: str, cls: str, name: str, fallback: Any) -> Any:
         return fallback
 
 
-def _text(value: np.ndarray) -> str:
-    """A string variable as loadmat returns it (a 1-element array of str)."""
-    return str(np.atleast_1d(value)[0]) if np.size(value) else ""
-
-
-def read_loss(path: Path, hint: str) -> LossLog:
-    """Load and check one loss file; `hint` tells the user what to run when it is unusable."""
-    try:
-        data = scipy.io.loadmat(path)
-    except Exception as e:  # scipy raises many types for truncated or foreign files
-        raise CrossFuseError(f"{path}: not a readable .mat loss file ({type(e).__name__}); {hint}") from None
-    loss = np.asarray(data.get("loss_data", []), dtype=np.float64).ravel()
-    if loss.size == 0:
-        raise CrossFuseError(f"{path}: holds no loss values (training stopped before its first step?); {hint}")
-    series = {}
-    for name, value in data.items():
-        if name == "loss_data" or name.startswith("loss_") or name in ("lr", "temperature", "epoch"):
-            values = np.asarray(value, dtype=np.float64).ravel()
-            if values.size != loss.size:
-                raise CrossFuseError(f"{path}: {name} has {values.size} values but loss_data has {loss.size} "
-                                     f"(a damaged or mixed loss file); {hint}")
-            series[name] = values
-    try:
-        config = json.loads(_text(data["config"])) if "config" in data else {}
-    except ValueError:
-        raise CrossFuseError(f"{path}: its config is not valid JSON; {hint}") from None
-    return LossLog(path, series, np.asarray(data.get("epoch_time", []), dtype=np.float64).ravel(),
-                   np.asarray(data.get("peak_memory", []), dtype=np.float64).ravel(),
-                   _text(data.get("memory_kind", np.array([]))) or "unknown", config)
-
-
-def _numbered(folder: Path, pattern: str) -> dict[int, Path]:
-    """Files of `folder` whose name fully matches `pattern` (one number group), by that number."""
-    if not folder.is_dir():
-        return {}
-    return {int(m.group(1)): p for p in folder.iterdir() if (m := re.fullmatch(pattern, p.name))}
-
-
-def latest_loss(folder: Path, stem: str, hint: str) -> LossLog:
-    """The last loss file `stem_eK.mat` of a run (cumulative, so it holds every step)."""
-    files = _numbered(folder / "loss", rf"{re.escape(stem)}_e(\d+)\.mat")
-    if not files:
-        raise CrossFuseError(f"{folder / 'loss'}: no {stem}_eK.mat loss file; {hint}")
-    return read_loss(files[max(files)], hint)
+def job_folder(path: Path) -> tuple[Path, str] | None:
+    """The training-job folder at or directly under `path` and its file layout (TWO_STAGE or END_TO_END)."""
+    found = [(folder, layout) for folder in (path, *(path / LAYOUTS[a].folder for a in KNOWN_ORDER))
+             for layout in (TWO_STAGE, END_TO_END) if run_layout.fusion_checkpoints(folder, layout)]
+    if len({f for f, _ in found}) > 1:
+        raise CrossFuseError(f"{path}: holds several runs ({', '.join(str(f) for f, _ in found)}); name one")
+    return found[0] if found else None
 
 
 def check_config(cfg: ModelConfig, config: dict[str, Any], checkpoint: Path, log_path: Path, hint: str,
@@ -149,70 +107,97 @@ def check_config(cfg: ModelConfig, config: dict[str, Any], checkpoint: Path, log
                              f"({', '.join(differ)}): files of different runs are mixed; {hint}")
 
 
-def _run_folder(path: Path, sub: str) -> Path:
-    """--two-stage/--end-to-end may name an output root holding `sub`/ or the run folder itself."""
-    return path / sub if (path / sub).is_dir() else path
+def stage1_logs(folder: Path, meta: dict[str, Any], layout: str, cfg: ModelConfig, checkpoint: Path) -> dict:
+    """Stage-1 loss files of a run that started from stage-1 encoders: where its checkpoint says they came
+    from, else the `autoencoder/` beside a two-stage run."""
+    sources = meta.get("encoders") or meta.get("encoders_from") or []
+    candidates = [Path(sources[0]).parent] if sources else []
+    if layout == TWO_STAGE:
+        candidates.append(run_layout.run_dir(folder.parent, STAGE1))
+    logs = {}
+    for stage1 in candidates:
+        for modality in run_layout.MODALITIES:
+            job = f"autoencoder_{modality}"
+            if modality not in logs and run_layout.loss_files(stage1, job):
+                log = run_layout.latest_losses(stage1, job, "run train_autoencoder.py again")
+                check_config(cfg, log.config, checkpoint, log.path, "train again on these encoders", ENCODER_WIDTHS)
+                logs[modality] = log
+    return logs
 
 
-def load_runs(args: argparse.Namespace) -> list[Run]:
-    """Both runs; when both fail, one line names everything to run first."""
-    runs, problems = [], []
-    for name, override, sub, epoch in ((TWO_STAGE, args.two_stage, "transfuse", args.epoch_two_stage),
-                                       (END_TO_END, args.end_to_end, "end_to_end", args.epoch_end_to_end)):
+def load_run(approach: str, label: str, folder: Path, epoch: int | None) -> Run:
+    """Checkpoints and loss history of one run, with a message saying what to run when absent."""
+    layout = TWO_STAGE if approach == TWO_STAGE else END_TO_END
+    hint = LAYOUTS.get(approach, LAYOUTS[layout]).hint
+    if not folder.is_dir():
+        raise CrossFuseError(f"no {approach} run in {folder}: {hint}")
+    found = job_folder(folder)
+    folder, layout = found if found else (folder, layout)
+    checkpoints = run_layout.fusion_checkpoints(folder, layout)
+    if not checkpoints:
+        stem = LAYOUTS[layout].fusion.format(epoch="N")
+        raise CrossFuseError(f"no {approach} checkpoint ({stem}) in {folder}: {hint}")
+    if epoch is None:
+        epoch = max(checkpoints)
+    elif epoch not in checkpoints:
+        raise CrossFuseError(f"{folder}: no {approach} checkpoint for epoch {epoch} "
+                             f"(epochs saved: {', '.join(map(str, sorted(checkpoints)))})")
+    log = run_layout.latest_losses(folder, LAYOUTS[layout].job, hint)
+    ckpt = read_checkpoint(checkpoints[epoch])
+    if ckpt.kind != "crossfuse":
+        raise CrossFuseError(f"{ckpt.path}: expected a fusion checkpoint of this suite, found {ckpt.kind}")
+    check_config(ckpt.config, log.config, ckpt.path, log.path, hint)
+    return Run(approach, label, folder, checkpoints, epoch, log, ckpt.config,
+               stage1=stage1_logs(folder, ckpt.meta, layout, ckpt.config, ckpt.path))
+
+
+def runs_in(approach: str, path: Path, epoch: int | None) -> list[Run]:
+    """One run per seed_*/ folder of a study arm, or the single run at `path`."""
+    seeds = sorted((p for p in path.glob("seed_*") if p.is_dir()), key=lambda p: (len(p.name), p.name))
+    if seeds:
+        return [load_run(approach, p.name, p, epoch) for p in seeds]
+    return [load_run(approach, path.name, path, epoch)]
+
+
+def study_arms(study: Path) -> dict[str, Path]:
+    """The arm folders of a study.py study, known approaches first."""
+    if not study.is_dir():
+        raise CrossFuseError(f"--study {study}: folder not found")
+    arms = {p.name: p for p in study.iterdir() if p.is_dir() and any(p.glob("seed_*"))
+            and p.name not in (STAGE1, "report")}
+    if not arms:
+        raise CrossFuseError(f"--study {study}: no ARM/seed_K run folders (run study.py first)")
+    return {a: arms[a] for a in sorted(arms, key=lambda a: (a not in KNOWN_ORDER, KNOWN_ORDER.index(a)
+                                                             if a in KNOWN_ORDER else 0, a))}
+
+
+def approach_paths(args: argparse.Namespace) -> dict[str, Path]:
+    if args.study:
+        return study_arms(args.study)
+    if args.run:
+        return dict(args.run)
+    return {TWO_STAGE: args.two_stage or args.root / LAYOUTS[TWO_STAGE].folder,
+            END_TO_END: args.end_to_end or args.root / LAYOUTS[END_TO_END].folder}
+
+
+def load_runs(args: argparse.Namespace) -> dict[str, list[Run]]:
+    """Every run of every approach; when several fail, one line names everything to run first."""
+    runs, problems = {}, []
+    for approach, path in approach_paths(args).items():
         try:
-            runs.append(load_run(name, _run_folder(override, sub) if override else args.root / sub, epoch))
+            runs[approach] = runs_in(approach, path, args.epoch.get(approach))
         except CrossFuseError as e:
             problems.append(str(e))
     if problems:
         raise CrossFuseError("; and ".join(problems))
+    if args.reference:
+        ir, vi, fusion = find_reference(args.reference)
+        cfg = load_crossfuse(fusion, ir, vi).cfg
+        runs[REFERENCE] = [Run(REFERENCE, "released", args.reference, {0: fusion}, 0, None, cfg, (ir, vi),
+                               cache=False)]
+    if args.baseline not in runs:
+        raise CrossFuseError(f"--baseline {args.baseline}: not among the approaches ({', '.join(runs)})")
     return runs
-
-
-def load_run(name: str, folder: Path, epoch: int | None) -> Run:
-    """Checkpoint, model and loss history of one approach, with a message saying what to run when absent."""
-    two_stage = name == TWO_STAGE
-    hint = "run train_autoencoder.py and train_fusion.py first" if two_stage else "run train_end_to_end.py first"
-    if not folder.is_dir():
-        raise CrossFuseError(f"no {name} run in {folder}: {hint}")
-    stem = "fusetrans_epoch_" if two_stage else "end_to_end_fusion_epoch_"
-    checkpoints = _numbered(folder, rf"{stem}(\d+)\.model")
-    if not checkpoints:
-        raise CrossFuseError(f"no {name} checkpoint ({stem}N.model) in {folder}: {hint}")
-    if epoch is None:
-        epoch = max(checkpoints)
-    elif epoch not in checkpoints:
-        raise CrossFuseError(f"{folder}: no {name} checkpoint for epoch {epoch} "
-                             f"(epochs saved: {', '.join(map(str, sorted(checkpoints)))})")
-    log = latest_loss(folder, "loss_data_trans" if two_stage else "loss_data_end_to_end", hint)
-    model = load_crossfuse(checkpoints[epoch])
-    check_config(model.cfg, log.config, checkpoints[epoch], log.path, hint)
-    run = Run(name, folder, checkpoints[epoch], epoch, model, log)
-    if two_stage:
-        stage1 = folder.parent / "autoencoder"
-        for modality in ("ir", "vi"):
-            if _numbered(stage1 / "loss", rf"loss_data_autoencoder_{modality}_e(\d+)\.mat"):
-                log1 = latest_loss(stage1, f"loss_data_autoencoder_{modality}", "run train_autoencoder.py again")
-                check_config(model.cfg, log1.config, checkpoints[epoch], log1.path,
-                             "run train_fusion.py again on these encoders", ENCODER_WIDTHS)
-                run.stage1[modality] = log1
-    return run
-
-
-def load_reference(folder: Path) -> tuple[CrossFuse, Path]:
-    """The paper's released model and its fusion file."""
-    ir, vi, fusion = find_reference(folder)
-    return load_crossfuse(fusion, ir, vi), fusion
-
-
-def config_notes(a: ModelConfig, b: ModelConfig) -> list[str]:
-    """Model settings that differ between the runs: other widths mix model size into the comparison."""
-    da, db = a.to_dict(), b.to_dict()
-    differ = [f"{k} {da[k]!r} vs {db[k]!r}" for k in da if da[k] != db[k] and k != "temperature"]
-    notes = [f"the runs' models differ ({', '.join(differ)}; {TWO_STAGE} vs {END_TO_END}), so the comparison "
-             "mixes model size with the training approach"] if differ else []
-    if da["temperature"] != db["temperature"]:
-        notes.append(f"cross-attention temperature: {TWO_STAGE} {da['temperature']}, {END_TO_END} {db['temperature']}")
-    return notes
 
 
 def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pair], str]:
@@ -222,7 +207,7 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
             raise CrossFuseError("--test-ir and --test-vi go together; or give --test DIR with ir/ and vi/ inside")
         scan, source = find_pairs(args.test_ir, args.test_vi), f"{args.test_ir} + {args.test_vi}"
     else:
-        configured = [r.log.config.get("test_dir") for r in runs] + [
+        configured = [r.log.config.get("test_dir") for r in runs if r.log] + [
             _args_default("args_end_to_end", "Args", "test_dir", None),
             _args_default("args_two_stage", "Stage2", "test_dir", None)]
         test = args.test or next((Path(t) for t in configured if t), None)
@@ -237,17 +222,16 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
     return scan.pairs[: args.max_images] if args.max_images else scan.pairs, source
 
 
-# ---------------------------------------------------------------- fusion quality
+def check_writable(folder: Path) -> None:
+    """Fail in one line, before any work, when the report folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / ".write_test", lambda temp: temp.write_text("ok")).unlink()
+    except OSError as e:
+        raise CrossFuseError(f"{folder}: cannot write the report there ({e.strerror or e})") from None
 
 
-def fuse_all(models: dict[str, CrossFuse], sources: list[tuple[np.ndarray, np.ndarray]],
-             device: torch.device) -> dict[str, list[np.ndarray]]:
-    fused = {}
-    for name, model in models.items():
-        model.to(device)
-        fused[name] = [fuse_gray(model, ir, vi, device) for ir, vi in tqdm(
-            sources, desc=f"fusing ({name})", unit="pair", file=sys.stderr, disable=len(sources) < 2)]
-    return fused
+# ---------------------------------------------------------------- scoring, cached
 
 
 def usable_metrics(sources: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[str], list[str]]:
@@ -257,58 +241,143 @@ def usable_metrics(sources: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[s
     return usable, [m for m in METRICS if m not in usable]
 
 
-def score(fused: list[np.ndarray], sources: list[tuple[np.ndarray, np.ndarray]], pairs: list[Pair],
-          metrics: list[str]) -> dict[str, Any]:
-    per_image = {p.name: score_pair(f, ir, vi, metrics, label=p.name)
-                 for p, f, (ir, vi) in zip(pairs, fused, sources, strict=True)}
-    mean, std = summarize(per_image, metrics)
-    return {"mean": mean, "std": std, "per_image": per_image}
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def min_pairs(alpha: float) -> int:
-    """Fewest non-zero differences for which a two-sided signed-rank p-value (at least 2 / 2^n) can be < alpha."""
-    return math.floor(math.log2(2 / alpha)) + 1
+def cache_key(files: list[Path], pairs: list[Pair], metrics: list[str]) -> str:
+    """Identifies a checkpoint's scores on a test set: changes when a file or an image changes."""
+    parts = [*map(_stamp, files), *(f"{_stamp(p.ir)}+{_stamp(p.vi)}" for p in pairs), ",".join(metrics)]
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def paired_test(base: np.ndarray, new: np.ndarray, alpha: float) -> dict[str, Any]:
-    """Wilcoxon signed-rank test of new - base per image; every metric here is higher-is-better.
+@dataclass
+class Scorer:
+    """Fuses and scores checkpoints on test pairs, reusing what an earlier report cached in the run folder."""
 
-    Zero differences carry no sign, so they are dropped (scipy's default). Too few informative pairs
-    give the verdict "too little data" instead of a "no significant difference" that no data could
-    have changed.
-    """
-    with np.errstate(invalid="ignore"):
-        diff = np.asarray(new, dtype=np.float64) - np.asarray(base, dtype=np.float64)
-    diff = diff[np.isfinite(diff)]  # inf PSNR of exact copies has no usable difference
-    nonzero = diff[diff != 0]
-    result = {"n": int(diff.size), "n_nonzero": int(nonzero.size),
-              "mean_diff": float(diff.mean()) if diff.size else math.nan,
-              "median_diff": float(np.median(diff)) if diff.size else math.nan, "p_value": math.nan}
-    if nonzero.size == 0:
-        result.update(p_value=1.0 if diff.size else math.nan,
-                      verdict="no significant difference" if diff.size >= min_pairs(alpha) else "too little data")
-        return result
-    result["p_value"] = float(wilcoxon(nonzero).pvalue)
-    ranks = rankdata(np.abs(nonzero))
-    gain = ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()
-    if nonzero.size < min_pairs(alpha):
-        result["verdict"] = "too little data"
-    elif result["p_value"] < alpha and gain != 0:
-        result["verdict"] = "better" if gain > 0 else "worse"
-    else:
-        result["verdict"] = "no significant difference"
+    pairs: list[Pair]
+    sources: list[tuple[np.ndarray, np.ndarray]]
+    metrics: list[str]
+    device: torch.device
+    warned: bool = False
+
+    def scores(self, run: Run, epoch: int, count: int | None = None,
+               images: bool = False) -> tuple[dict[str, dict[str, float]], list[np.ndarray]]:
+        """Per-image scores of a run's checkpoint on the first `count` pairs, and the fused images if asked."""
+        pairs, sources = self.pairs[:count], self.sources[:count]
+        files = [run.checkpoints[epoch], *run.encoder_files]
+        folder = run.folder / "eval" / f"{files[0].stem}_{cache_key(files, pairs, self.metrics)}"
+        names = [p.name for p in pairs]
+        pngs = [folder / "fused" / f"{i:04d}.png" for i in range(len(pairs))]
+        if run.cache and (folder / "scores.json").is_file() and (not images or all(p.is_file() for p in pngs)):
+            cached = json.loads((folder / "scores.json").read_text())
+            if cached.get("names") == names:
+                return cached["per_image"], [read_gray(p) for p in pngs] if images else []
+        model = run.load(epoch).to(self.device)
+        fused = [fuse_gray(model, ir, vi, self.device) for ir, vi in sources]
+        per_image = {n: score_pair(f, ir, vi, self.metrics, label=n)
+                     for n, f, (ir, vi) in zip(names, fused, sources, strict=True)}
+        if run.cache:
+            self._store(folder, pngs if images else [], fused, {"checkpoint": str(files[0]), "names": names,
+                                                                  "metrics": self.metrics, "per_image": per_image})
+        return per_image, fused
+
+    def _store(self, folder: Path, pngs: list[Path], fused: list[np.ndarray], scores: dict) -> None:
+        """Write the cache; a read-only run folder only costs the speed-up."""
+        try:
+            for path, image in zip(pngs, fused, strict=False):
+                write_gray(path, image)
+            atomic_write(folder / "scores.json", lambda temp: temp.write_text(json.dumps(scores)))
+        except (OSError, CrossFuseError) as e:
+            if not self.warned:
+                print(f"warning: cannot cache scores in {folder} ({e}); the next report recomputes them",
+                      file=sys.stderr)
+                self.warned = True
+
+
+def finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def approach_scores(per_run: list[dict[str, dict[str, float]]], names: list[str],
+                    metrics: list[str]) -> dict[str, Any]:
+    """Run means and, across runs, their mean and standard deviation (nan for one run)."""
+    run_means = [{m: finite_mean([s[n][m] for n in names]) for m in metrics} for s in per_run]
+    arrays = {m: np.array([[s[n][m] for n in names] for s in per_run]) for m in metrics}
+    summary = {"run_means": run_means,
+               "mean": {m: float(np.mean([r[m] for r in run_means])) for m in metrics},
+               "sd": {m: float(np.std([r[m] for r in run_means], ddof=1)) if len(run_means) > 1 else math.nan
+                      for m in metrics}}
+    return summary | {"arrays": arrays}
+
+
+# ---------------------------------------------------------------- quality against compute
+
+
+def stage1_time(run: Run) -> float:
+    return float(sum(log.epoch_time.sum() for log in run.stage1.values()))
+
+
+def quality_curve(run: Run, scorer: Scorer, count: int) -> dict[str, Any]:
+    """Mean metrics on the first `count` pairs after every saved epoch, with cumulative training time."""
+    times = np.cumsum(run.log.epoch_time) + stage1_time(run)
+    epochs = [e for e in sorted(run.checkpoints) if e <= times.size]
+    scores = {m: [] for m in scorer.metrics}
+    for epoch in epochs:
+        per_image, _ = scorer.scores(run, epoch, count)
+        for m in scorer.metrics:
+            scores[m].append(finite_mean([s[m] for s in per_image.values()]))
+    return {"run": run.label, "epoch": epochs, "time_s": [float(times[e - 1]) for e in epochs],
+            "stage1_time_s": stage1_time(run), "scores": scores}
+
+
+def mean_curve(curves: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean time and mean score across runs at each epoch all of them saved."""
+    epochs = sorted(set.intersection(*(set(c["epoch"]) for c in curves)))
+    time = [np.mean([c["time_s"][c["epoch"].index(e)] for c in curves]) for e in epochs]
+    score = [np.mean([c["scores"][metric][c["epoch"].index(e)] for c in curves]) for e in epochs]
+    return np.array(time), np.array(score)
+
+
+def time_to_reach(curves: list[dict[str, Any]], metric: str, target: float) -> float | None:
+    """Training seconds after which the mean curve first reaches `target` (metric direction aware); None if never."""
+    time, score = mean_curve(curves, metric)
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    reached = np.flatnonzero(sign * score >= sign * target)
+    return float(time[reached[0]]) if reached.size else None
+
+
+def compute_to_reach(curves: dict[str, list[dict]], baseline: str, metrics: list[str]) -> dict[str, Any]:
+    """Per approach pair (each vs the baseline, both ways) and metric: time to reach the other's final quality."""
+    result = {}
+    for other in (a for a in curves if a != baseline):
+        for a, b in ((other, baseline), (baseline, other)):
+            rows = {}
+            for m in metrics:
+                target = mean_curve(curves[b], m)[1][-1]
+                own_total = mean_curve(curves[a], m)[0][-1]
+                reach = time_to_reach(curves[a], m, target)
+                rows[m] = {"target": float(target), "time_s": reach, "own_total_s": float(own_total),
+                           "other_total_s": float(mean_curve(curves[b], m)[0][-1])}
+            result[f"{a} to reach {b}"] = rows
     return result
 
 
+def reach_sentence(key: str, rows: dict[str, dict[str, Any]]) -> str:
+    a, b = key.split(" to reach ")
+    reached = {m: r for m, r in rows.items() if r["time_s"] is not None}
+    if not reached:
+        return f"{a} does not reach {b}'s final quality on any metric within its training."
+    share = [r["time_s"] / r["other_total_s"] for r in reached.values() if r["other_total_s"] > 0]
+    other = next(iter(rows.values()))["other_total_s"]
+    return (f"{a} reaches {b}'s final quality on {len(reached)} of {len(rows)} metrics; where it does, after a median "
+            f"{_duration(float(np.median([r['time_s'] for r in reached.values()])))} of training "
+            f"({100 * float(np.median(share)):.0f}% of the {_duration(other)} {b} used).")
+
+
 # ---------------------------------------------------------------- encoder analysis
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA (Kornblith et al. 2019) of two (samples, features) matrices; nan for constant features."""
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
-    den = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
-    return float(np.linalg.norm(y.T @ x) ** 2 / den) if den > 0 else math.nan
 
 
 @torch.inference_mode()
@@ -323,44 +392,37 @@ def encoder_features(encoder: Encoder, image: np.ndarray, device: torch.device) 
     return {"shallow": shallow[0], "dense1": F.max_pool2d(captured["dense1"], 2)[0], "deep": deep[0]}
 
 
-def encoder_cka(stage1: CrossFuse, end_to_end: CrossFuse, sources: list[tuple[np.ndarray, np.ndarray]],
+def encoder_cka(a: CrossFuse, b: CrossFuse, sources: list[tuple[np.ndarray, np.ndarray]],
                 device: torch.device) -> dict[str, dict[str, float]]:
-    """CKA per modality and layer between the stage-1 and end-to-end encoders on the same pixels."""
+    """CKA per modality and layer between two models' encoders on the same pixels."""
     rng = np.random.default_rng(0)
     rows: dict[tuple[str, str], tuple[list, list]] = {}
     for ir, vi in sources:
         for modality, image in (("ir", ir), ("vi", vi)):
-            a = encoder_features(getattr(stage1, f"{modality}_encoder"), image, device)
-            b = encoder_features(getattr(end_to_end, f"{modality}_encoder"), image, device)
-            for layer in LAYERS:
-                xa, xb = (f[layer].flatten(1).T.double().cpu().numpy() for f in (a, b))
+            fa = encoder_features(getattr(a, f"{modality}_encoder").to(device), image, device)
+            fb = encoder_features(getattr(b, f"{modality}_encoder").to(device), image, device)
+            for layer in report_plots.LAYERS:
+                xa, xb = (f[layer].flatten(1).T.double().cpu().numpy() for f in (fa, fb))
                 pick = np.sort(rng.choice(len(xa), min(len(xa), CKA_PIXELS), replace=False))
                 rows.setdefault((modality, layer), ([], []))[0].append(xa[pick])
                 rows[modality, layer][1].append(xb[pick])
-    return {modality: {layer: linear_cka(np.concatenate(rows[modality, layer][0]),
-                                         np.concatenate(rows[modality, layer][1])) for layer in LAYERS}
-            for modality in ("ir", "vi")}
+    return {modality: {layer: stats.linear_cka(np.concatenate(rows[modality, layer][0]),
+                                               np.concatenate(rows[modality, layer][1]))
+                       for layer in report_plots.LAYERS} for modality in run_layout.MODALITIES}
+
+
+def feature_rows(models: dict[str, CrossFuse], pair: tuple[np.ndarray, np.ndarray],
+                 device: torch.device) -> list[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
+    rows = []
+    for k, modality in enumerate(run_layout.MODALITIES):
+        for name, model in models.items():
+            features = encoder_features(getattr(model, f"{modality}_encoder").to(device), pair[k], device)
+            rows.append((f"{report_plots.MODALITY[modality]} {name}", pair[k],
+                         {layer: features[layer].float().cpu().numpy() for layer in ("shallow", "deep")}))
+    return rows
 
 
 # ---------------------------------------------------------------- training summaries
-
-
-def progress(log: LossLog) -> tuple[np.ndarray, str]:
-    """x of each step in epochs (epoch e's steps spread over (e-1, e]), so runs of any batch count align."""
-    if "epoch" not in log.series:
-        return np.arange(1, log.loss.size + 1, dtype=np.float64), "step"
-    epoch = log.series["epoch"]
-    x = np.empty_like(epoch)
-    for e in np.unique(epoch):
-        at = np.flatnonzero(epoch == e)
-        x[at] = e - 1 + np.arange(1, at.size + 1) / at.size
-    return x, "epoch"
-
-
-def smooth(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Centred moving average over about 2% of the steps (5 for short runs); returns values and window."""
-    window = max(1, min(values.size // 5, max(5, values.size // 50)))
-    return np.convolve(values, np.ones(window) / window, mode="valid"), window
 
 
 def final_epoch(log: LossLog) -> np.ndarray:
@@ -374,7 +436,7 @@ def loss_summary(log: LossLog) -> dict[str, Any]:
     loss, last = log.loss, final_epoch(log)
     return {"steps": int(loss.size), "epochs": int(log.series["epoch"].max()) if "epoch" in log.series else None,
             "first_loss": float(loss[0]), "final_mean": float(last.mean()), "final_std": float(last.std()),
-            "min_smoothed": float(smooth(loss)[0].min()),
+            "min_smoothed": float(report_plots.smooth(loss)[0].min()),
             "final_terms": {t: float(log.series[t][-last.size:].mean()) for t in log.terms},
             "final_temperature": float(log.series["temperature"][-1]) if "temperature" in log.series else None,
             "loss_file": str(log.path)}
@@ -382,230 +444,55 @@ def loss_summary(log: LossLog) -> dict[str, Any]:
 
 def stage_cost(log: LossLog) -> dict[str, Any]:
     times = log.epoch_time
-    return {"epochs": int(times.size), "total_time_s": float(times.sum()),
+    return {"epochs": int(times.size), "total_time_s": float(times.sum()), "epoch_time_s": times.tolist(),
             "time_per_epoch_s": float(times.mean()) if times.size else math.nan,
             "peak_memory_bytes": float(log.peak_memory.max()) if log.peak_memory.size else math.nan,
             "memory_kind": log.memory_kind}
 
 
-def _stages(run: Run) -> dict[str, LossLog]:
-    """Each training stage of a run and its loss file, in training order."""
-    stages = {f"stage 1 ({MODALITY[m]})": log for m, log in run.stage1.items()}
-    stages["stage 2" if run.name == TWO_STAGE else END_TO_END] = run.log
-    return stages
-
-
 def training_cost(run: Run) -> dict[str, Any]:
-    """Per-stage and total time and peak memory; the two-stage total includes stage 1 when logged."""
-    stages = {stage: stage_cost(log) for stage, log in _stages(run).items()}
+    """Per-stage and total time and peak memory; stage 1 counts for the runs that started from it."""
+    stages = {f"stage 1 ({report_plots.MODALITY[m]})": stage_cost(log) for m, log in run.stage1.items()}
+    stages["stage 2" if run.approach == TWO_STAGE else run.approach] = stage_cost(run.log)
     peaks = [s["peak_memory_bytes"] for s in stages.values() if math.isfinite(s["peak_memory_bytes"])]
-    kinds = sorted({s["memory_kind"] for s in stages.values()})
-    return {"stages": stages, "total_time_s": sum(s["total_time_s"] for s in stages.values()),
-            "peak_memory_bytes": max(peaks) if peaks else math.nan, "memory_kind": "/".join(kinds)}
+    return {"run": run.label, "stages": stages, "total_time_s": sum(s["total_time_s"] for s in stages.values()),
+            "peak_memory_bytes": max(peaks) if peaks else math.nan,
+            "memory_kind": "/".join(sorted({s["memory_kind"] for s in stages.values()}))}
 
 
-# ---------------------------------------------------------------- plots
-
-
-def _save(fig: Figure, out: Path, name: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=100)
-    return name
-
-
-def _legend(ax: Any, **kwargs: Any) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kwargs)
-
-
-def _log_if_positive(ax: Any, *arrays: np.ndarray) -> None:
-    if all(a.size and a.min() > 0 for a in arrays):
-        ax.set_yscale("log")
-
-
-def plot_losses(runs: list[Run], out: Path) -> dict[str, str]:
-    """Raw, smoothed, distribution, convergence and per-term loss plots; returns {plot: file name}."""
-    plots = {}
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
-    for run in runs:
-        x, unit = progress(run.log)
-        ax.plot(x, run.log.loss, lw=0.6, alpha=0.7, color=COLORS[run.name], label=run.name)
-    ax.set(xlabel=unit, ylabel="total loss", title="Training loss per step (raw)")
-    _log_if_positive(ax, *(r.log.loss for r in runs))
-    _legend(ax)
-    plots["raw"] = _save(fig, out, "loss_raw.png")
-
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
-    for run in runs:
-        x, unit = progress(run.log)
-        values, window = smooth(run.log.loss)
-        ax.plot(x[window // 2: window // 2 + values.size], values, color=COLORS[run.name],
-                label=f"{run.name} (moving average of {window} steps)")
-    ax.set(xlabel=unit, ylabel="total loss", title="Training loss, smoothed")
-    _log_if_positive(ax, *(r.log.loss for r in runs))
-    _legend(ax)
-    plots["smoothed"] = _save(fig, out, "loss_smoothed.png")
-
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
-    for ax, final, title in ((axes[0], False, "all steps"), (axes[1], True, "final epoch")):
-        for run in runs:
-            ax.hist(final_epoch(run.log) if final else run.log.loss, bins=40, alpha=0.5, color=COLORS[run.name],
-                    label=run.name)
-        ax.set(xlabel="total loss", ylabel="steps", title=f"Loss distribution, {title}")
-        _legend(ax)
-    plots["distribution"] = _save(fig, out, "loss_distribution.png")
-
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
-    for run in runs:
-        epoch = run.log.series.get("epoch")
-        if epoch is not None:
-            epochs = np.unique(epoch)
-            mean = np.array([run.log.loss[epoch == e].mean() for e in epochs])
-            std = np.array([run.log.loss[epoch == e].std() for e in epochs])
-            axes[0].plot(epochs, mean, "o-", color=COLORS[run.name], label=run.name)
-            axes[0].fill_between(epochs, mean - std, mean + std, color=COLORS[run.name], alpha=0.2)
-        x, unit = progress(run.log)
-        values, window = smooth(run.log.loss)
-        tail = slice(int(values.size * 0.75), None)
-        axes[1].plot(x[window // 2: window // 2 + values.size][tail], values[tail], color=COLORS[run.name],
-                     label=run.name)
-    axes[0].set(xlabel="epoch", ylabel="mean total loss (± std)", title="Loss per epoch")
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1].set(xlabel=unit, ylabel="total loss (smoothed)", title="Final convergence (last 25% of steps)")
-    for ax in axes:
-        _legend(ax)
-    plots["convergence"] = _save(fig, out, "loss_convergence.png")
-
-    terms = sorted({t for r in runs for t in r.log.terms})
-    if terms:
-        fig = Figure(figsize=(5 * len(terms), 4))
-        axes = np.atleast_1d(fig.subplots(1, len(terms)))
-        for ax, term in zip(axes, terms, strict=True):
-            for run in (r for r in runs if term in r.log.series):
-                x, unit = progress(run.log)
-                values, window = smooth(run.log.series[term])
-                ax.plot(x[window // 2: window // 2 + values.size], values, color=COLORS[run.name], label=run.name)
-            ax.set(xlabel=unit, ylabel=term, title=f"{term.removeprefix('loss_')} (smoothed)")
-            _legend(ax)
-        plots["terms"] = _save(fig, out, "loss_terms.png")
-
-    for key, ylabel, title in (("temperature", "mean temperature", "Cross-attention temperature"),
-                               ("lr", "learning rate", "Learning rate")):
-        logged = [r for r in runs if key in r.log.series]
-        if logged:
-            fig = Figure(figsize=(9, 3.5))
-            ax = fig.subplots()
-            for run in logged:
-                x, unit = progress(run.log)
-                ax.plot(x, run.log.series[key], color=COLORS[run.name], label=run.name)
-            if key == "lr":
-                _log_if_positive(ax, *(r.log.series[key] for r in logged))
-            ax.set(xlabel=unit, ylabel=ylabel, title=title)
-            _legend(ax)
-            plots[key] = _save(fig, out, f"{key}.png")
-    return plots
-
-
-def plot_cost(runs: list[Run], out: Path) -> str:
-    """Time and peak memory per epoch of every stage, and the total time stacked by stage."""
-    fig = Figure(figsize=(14, 4))
-    axes = fig.subplots(1, 3)
-    styles = ("o-", "s--", "^:", "d-.")
-    for k, run in enumerate(runs):
-        bottom = 0.0
-        for style, (stage, log) in zip(styles, _stages(run).items(), strict=False):
-            label = run.name if stage == run.name else f"{run.name}: {stage}"
-            epochs = np.arange(1, log.epoch_time.size + 1)
-            axes[0].plot(epochs, log.epoch_time, style, color=COLORS[run.name], label=label)
-            axes[1].plot(np.arange(1, log.peak_memory.size + 1), log.peak_memory / 2**20, style,
-                         color=COLORS[run.name], label=label)
-            minutes = float(log.epoch_time.sum()) / 60
-            axes[2].bar(k, minutes, bottom=bottom, color=COLORS[run.name], edgecolor="white")
-            axes[2].text(k, bottom + minutes / 2, stage, ha="center", va="center", fontsize=8)
-            bottom += minutes
-    axes[0].set(xlabel="epoch", ylabel="seconds", title="Time per epoch")
-    axes[1].set(xlabel="epoch", ylabel=f"MiB ({'/'.join(sorted({r.log.memory_kind for r in runs}))})",
-                title="Peak memory per epoch")
-    axes[2].set_xticks(range(len(runs)), [r.name for r in runs])
-    axes[2].set(ylabel="minutes", title="Total training time")
-    for ax in axes[:2]:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _legend(ax, fontsize=8)
-    return _save(fig, out, "training_cost.png")
-
-
-def plot_grid(pairs: list[Pair], sources: list, fused: dict[str, list[np.ndarray]], out: Path) -> str:
-    """IR | VIS | each method | |end-to-end - two-stage| for the first few pairs."""
-    rows = min(GRID_PAIRS, len(pairs))
-    columns = ["IR", "VIS", *fused, "|end-to-end − two-stage|"]
-    fig = Figure(figsize=(2.6 * len(columns), 2.6 * rows))
-    axes = np.atleast_2d(fig.subplots(rows, len(columns)))
-    for i in range(rows):
-        diff = np.abs(fused[END_TO_END][i].astype(np.int16) - fused[TWO_STAGE][i].astype(np.int16))
-        images = [*sources[i], *(f[i] for f in fused.values())]
-        for j, image in enumerate(images):
-            axes[i, j].imshow(image, cmap="gray", vmin=0, vmax=255)
-        shown = axes[i, -1].imshow(diff, cmap="magma", vmin=0, vmax=max(1, int(diff.max())))
-        fig.colorbar(shown, ax=axes[i, -1], fraction=0.046)
-        for j, title in enumerate(columns):
-            axes[i, j].set_axis_off()
-            axes[i, j].set_title(f"{pairs[i].name}: {title}" if j == 0 else title, fontsize=9)
-    return _save(fig, out, "fused_grid.png")
-
-
-def plot_features(runs: dict[str, Run], image_pair: tuple[np.ndarray, np.ndarray], device: torch.device,
-                  out: Path, channels: int = 3) -> str:
-    """For one test pair: the most varied shallow and deep channels of each encoder, side by side.
-
-    Channels of independently trained encoders do not correspond, so each row picks its own.
-    """
-    rows = [(m, name) for m in ("ir", "vi") for name in (TWO_STAGE, END_TO_END)]
-    fig = Figure(figsize=(2.2 * (1 + 2 * channels), 2.3 * len(rows)))
-    axes = fig.subplots(len(rows), 1 + 2 * channels)
-    for i, (modality, name) in enumerate(rows):
-        image = image_pair[0 if modality == "ir" else 1]
-        features = encoder_features(getattr(runs[name].model, f"{modality}_encoder"), image, device)
-        axes[i, 0].imshow(image, cmap="gray", vmin=0, vmax=255)
-        axes[i, 0].set_title(f"{MODALITY[modality]} input", fontsize=8)
-        axes[i, 0].set_ylabel(f"{MODALITY[modality]} {'stage-1' if name == TWO_STAGE else name}", fontsize=9)
-        for k, layer in enumerate(("shallow", "deep")):
-            maps = features[layer].float().cpu().numpy()
-            top = np.argsort(maps.reshape(len(maps), -1).var(axis=1))[::-1][:channels]
-            for c, channel in enumerate(top):
-                ax = axes[i, 1 + k * channels + c]
-                ax.imshow(maps[channel], cmap="viridis")
-                ax.set_title(f"{layer} ch {channel}", fontsize=8)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    return _save(fig, out, "feature_maps.png")
-
-
-def plot_cka(cka: dict[str, dict[str, float]], out: Path) -> str:
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.subplots()
-    width = 0.38
-    for k, modality in enumerate(cka):
-        values = [cka[modality][layer] for layer in LAYERS]
-        ax.bar(np.arange(len(LAYERS)) + (k - 0.5) * width, values, width, label=f"{MODALITY[modality]} encoder")
-    ax.set_xticks(np.arange(len(LAYERS)), LAYERS)
-    ax.set(ylim=(0, 1.05), ylabel="linear CKA", title="Stage-1 vs end-to-end encoder features")
-    _legend(ax, loc="lower left")
-    return _save(fig, out, "cka.png")
+def run_warnings(runs: dict[str, list[Run]], baseline: str) -> list[str]:
+    """What a reader must know: mixed model sizes, checkpoints newer than their loss file, missing stage 1."""
+    notes = []
+    base = runs[baseline][0].config.to_dict()
+    for approach, group in runs.items():
+        other = group[0].config.to_dict()
+        differ = [f"{k} {base[k]!r} vs {other[k]!r}" for k in base if base[k] != other[k] and k != "temperature"]
+        if differ:
+            notes.append(f"the models of {baseline} and {approach} differ ({', '.join(differ)}), so the comparison "
+                         "mixes model size with the training approach")
+        if other["temperature"] != base["temperature"]:
+            notes.append(f"cross-attention temperature: {baseline} {base['temperature']}, "
+                         f"{approach} {other['temperature']}")
+        for run in group:
+            if run.log is None:
+                continue
+            logged = int(run.log.series["epoch"].max()) if "epoch" in run.log.series else run.epoch
+            if run.epoch > logged:
+                notes.append(f"{run.checkpoint} is from epoch {run.epoch} but {run.log.path} ends at epoch {logged}: "
+                             "a run stopped between the two writes, or files of an older run are mixed in")
+            if run.approach == TWO_STAGE and not run.stage1:
+                notes.append(f"{run.folder}: no stage-1 loss files found, so its cost covers stage 2 only")
+    return list(dict.fromkeys(notes))
 
 
 # ---------------------------------------------------------------- report
 
 
 def _clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to null."""
+    """JSON-safe copy: numpy arrays and scalars to Python, non-finite floats to null."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | np.ndarray):
         return [_clean(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
@@ -620,10 +507,6 @@ def _num(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _size(n: float) -> str:
-    return "n/a" if not math.isfinite(n) else f"{n / 2**20:.0f} MiB"
-
-
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "n/a"
@@ -632,27 +515,49 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
-def metric_rows(report: dict) -> list[list[str]]:
-    methods = list(report["metrics"])
-    rows = [["metric", *methods, "mean diff (e2e − 2s)", "p", "verdict"]]
-    for metric, test in report["comparison"].items():
-        rows.append([metric, *(f"{_num(report['metrics'][m]['mean'][metric])} ± "
-                               f"{_num(report['metrics'][m]['std'][metric], 2)}" for m in methods),
-                     f"{test['mean_diff']:+.4g}" if math.isfinite(test["mean_diff"]) else "n/a",
-                     _num(test["p_value"], 2), test["verdict"]])
+def _mean_sd(mean: float, sd: float) -> str:
+    return _num(mean) + (f" ± {_num(sd, 2)}" if math.isfinite(sd) else "")
+
+
+def best_per_metric(report: dict) -> dict[str, str]:
+    """The approach with the best mean per metric (direction aware)."""
+    means = {a: s["mean"] for a, s in report["scores"].items()}
+    return {m: max(means, key=lambda a: (1 if HIGHER_IS_BETTER[m] else -1) * _finite_or(means[a][m]))
+            for m in report["test"]["metrics"]}
+
+
+def _finite_or(value: float) -> float:
+    return value if value is not None and math.isfinite(value) else -math.inf
+
+
+def quality_rows(report: dict) -> list[list[str]]:
+    approaches = list(report["scores"])
+    rows = [["metric", *(f"{a} (n={len(report['runs'][a])})" for a in approaches)]]
+    for m in report["test"]["metrics"]:
+        rows.append([m, *(_mean_sd(report["scores"][a]["mean"][m], report["scores"][a]["sd"][m]) for a in approaches)])
     return rows
 
 
-def cost_rows(costs: dict[str, dict]) -> list[list[str]]:
-    rows = [["approach", "stage", "epochs", "time/epoch", "total time", "peak memory"]]
-    for approach, cost in costs.items():
-        for stage, c in cost["stages"].items():
-            rows.append([approach, stage, str(c["epochs"]), _duration(c["time_per_epoch_s"]),
-                         _duration(c["total_time_s"]),
-                         f"{_size(c['peak_memory_bytes'])} ({c['memory_kind']})"])
-        if len(cost["stages"]) > 1:
-            rows.append([approach, "total", "", "", _duration(cost["total_time_s"]),
-                         f"{_size(cost['peak_memory_bytes'])} ({cost['memory_kind']})"])
+def comparison_rows(report: dict) -> list[list[str]]:
+    level = round(100 * (1 - report["alpha"]))
+    rows = [["approach", "metric", "difference", f"{level}% CI", "Wilcoxon p", "Holm p", "verdict"]]
+    for approach, by_metric in report["comparison"].items():
+        for m, r in by_metric.items():
+            rows.append([approach, m, f"{r['diff']:+.4g}" if math.isfinite(r["diff"]) else "n/a",
+                         f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]", _num(r["p_value"], 2),
+                         _num(r["p_holm"], 2), r["verdict"]])
+    return rows
+
+
+def cost_rows(costs: dict[str, list[dict]]) -> list[list[str]]:
+    rows = [["approach", "runs", "stages", "total time (mean ± sd)", "peak memory"]]
+    for approach, runs in costs.items():
+        totals = [c["total_time_s"] for c in runs]
+        sd = float(np.std(totals, ddof=1)) if len(totals) > 1 else math.nan
+        peak = max(c["peak_memory_bytes"] for c in runs)
+        rows.append([approach, str(len(runs)), " + ".join(runs[0]["stages"]),
+                     _duration(float(np.mean(totals))) + (f" ± {_duration(sd)}" if math.isfinite(sd) else ""),
+                     f"{peak / 2**20:.0f} MiB ({runs[0]['memory_kind']})" if math.isfinite(peak) else "n/a"])
     return rows
 
 
@@ -666,143 +571,231 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
-def write_markdown(report: dict, plots: dict[str, str], out: Path) -> None:
-    alpha, test = report["alpha"], report["test"]
-    counts = {v: sum(t["verdict"] == v for t in report["comparison"].values()) for v in VERDICTS}
-    lines = ["# CrossFuse training: two-stage vs end-to-end", "",
-             "| approach | checkpoint | epoch | loss file |", "|---|---|---|---|"]
-    lines += [f"| {name} | `{r['checkpoint']}` | {r['epoch'] or 'released'} | "
-              + (f"`{r['loss_file']}` |" if r["loss_file"] else "- |") for name, r in report["runs"].items()]
-    lines += ["", *(f"> **Note:** {w}" for w in report["warnings"]), "",
-              "## Fusion quality", "",
-              f"Test set: `{test['source']}`, {test['pairs']} pairs. Verdicts are for end-to-end relative to "
-              f"two-stage, from a two-sided Wilcoxon signed-rank test on the per-image differences "
-              f"(alpha = {alpha}); every metric is higher-is-better. \"too little data\" means the informative "
-              f"(non-zero) differences are too few for any p-value below alpha (at least "
-              f"{min_pairs(alpha)} are needed).", "",
-              markdown(metric_rows(report)), "",
-              "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "."]
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temp: temp.write_text(text))
+
+
+def write_tables(report: dict, out: Path) -> None:
+    """table.tex (booktabs, mean ± sd across runs, best per metric in bold) and table.csv with the same numbers."""
+    approaches, best = list(report["scores"]), best_per_metric(report)
+
+    def cell(a: str, m: str) -> str:
+        s = report["scores"][a]
+        text = f"{_num(s['mean'][m])}" + (f" $\\pm$ {_num(s['sd'][m], 2)}" if math.isfinite(s["sd"][m]) else "")
+        return f"\\textbf{{{text}}}" if best[m] == a else text
+
+    lines = ["\\begin{tabular}{l" + "c" * len(approaches) + "}", "\\toprule",
+             "Metric & " + " & ".join(f"{a} ($n={len(report['runs'][a])}$)" for a in approaches) + " \\\\",
+             "\\midrule", *(f"{m} & " + " & ".join(cell(a, m) for a in approaches) + " \\\\"
+                            for m in report["test"]["metrics"]), "\\bottomrule", "\\end{tabular}", ""]
+    _write_text(out / "table.tex", "\n".join(lines))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["metric", *(f"{a} {k}" for a in approaches for k in ("mean", "sd", "runs"))])
+    for m in report["test"]["metrics"]:
+        writer.writerow([m, *(v for a in approaches for v in (report["scores"][a]["mean"][m],
+                                                               report["scores"][a]["sd"][m], len(report["runs"][a])))])
+    _write_text(out / "table.csv", buffer.getvalue())
+
+
+def write_markdown(report: dict, out: Path) -> None:
+    plots, alpha, test, baseline = report["plots"], report["alpha"], report["test"], report["baseline"]
+    lines = ["# CrossFuse training approaches: " + " vs ".join(report["runs"]), "",
+             "| approach | run | checkpoint | epoch | loss file |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {r['label']} | `{r['checkpoint']}` | {r['epoch'] or 'released'} | "
+              + (f"`{r['loss_file']}` |" if r["loss_file"] else "- |")
+              for a, runs in report["runs"].items() for r in runs]
+    lines += ["", *(f"> **Note:** {w}" for w in report["warnings"]), "", "## Fusion quality", "",
+              f"Test set: `{test['source']}`, {test['pairs']} pairs. Mean ± standard deviation across runs of each "
+              "run's mean score (no ± with a single run); every metric is higher-is-better.", "",
+              markdown(quality_rows(report)), "", f"### Against {baseline}", "",
+              f"Difference of means (approach − {baseline}) with a {round(100 * (1 - alpha))}% interval from a "
+              "hierarchical bootstrap (runs resampled within each approach, then test images), a two-sided Wilcoxon "
+              "signed-rank p-value on the per-image scores averaged over runs, and Holm's correction across the "
+              f"metrics. A verdict of better or worse needs Holm p < {alpha} and an interval that excludes zero; "
+              f"\"too little data\" means fewer than {stats.min_pairs(alpha)} images differ at all.", ""]
+    if report["single_run"]:
+        lines += [f"> **Note:** {SINGLE_RUN_NOTE}.", ""]
+    lines += [markdown(comparison_rows(report)), "", "Summary: " + "; ".join(
+        f"{a}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) for a, counts in report["verdicts"].items())
+        + ".", ""]
     if test["skipped_metrics"]:
-        lines += ["", f"Skipped (test images too small): {', '.join(test['skipped_metrics'])}."]
-    lines += ["", f"![fused images]({plots['grid']})", "",
-              "## Training", "", f"The {TWO_STAGE} curves are stage 2's fusion loss, the same loss {END_TO_END} "
-              "minimises; stage 1 (a reconstruction loss) counts in the training cost only.", "",
-              "| approach | steps | first loss | final-epoch loss | min (smoothed) | "
-              "final terms | final temperature |", "|---|---|---|---|---|---|---|"]
-    for name, s in report["loss"].items():
-        terms = ", ".join(f"{t.removeprefix('loss_')} {_num(v)}" for t, v in s["final_terms"].items())
-        lines.append(f"| {name} | {s['steps']} | {_num(s['first_loss'])} | {_num(s['final_mean'])} ± "
-                     f"{_num(s['final_std'], 2)} | {_num(s['min_smoothed'])} | {terms} | "
-                     f"{_num(s['final_temperature'])} |")
-    lines += [""] + [f"![{key}]({name})" for key, name in plots.items()
-                     if key not in ("grid", "features", "cka", "cost")]
-    lines += ["", "### Training cost", "", markdown(cost_rows(report["training_cost"])), "",
-              f"![training cost]({plots['cost']})", "",
-              "## Encoder analysis", "",
-              "Linear CKA (Kornblith et al. 2019) between the stage-1 encoders (inside the two-stage model) and the "
-              "end-to-end encoders, on the same test pixels: 1 means the same features up to rotation and "
-              "scale, near 0 unrelated ones.", "",
-              "| encoder | " + " | ".join(LAYERS) + " |", "|---|" + "---|" * len(LAYERS)]
-    lines += [f"| {MODALITY[m]} | " + " | ".join(_num(v) for v in layers.values()) + " |"
-              for m, layers in report["cka"].items()]
-    lines += ["", f"![CKA]({plots['cka']})", "", f"![feature maps]({plots['features']})", ""]
-    (out / "report.md").write_text("\n".join(lines))
+        lines += [f"Skipped (test images too small): {', '.join(test['skipped_metrics'])}.", ""]
+    lines += [f"![fused images]({plots['grid']})", ""]
+    if report["curves"]:
+        lines += ["## Quality against compute", "",
+                  f"Every saved epoch of every run scored on the first {report['curve_images']} test pairs, against "
+                  "cumulative training time (stage 1 included for the approaches that start from it) and against "
+                  "epoch; lines are means across runs, bands their range.", "",
+                  *(f"- {reach_sentence(k, rows)}" for k, rows in report["compute_to_reach"].items()), "",
+                  f"![quality vs time]({plots['quality_time']})", "", f"![quality vs epoch]({plots['quality_epoch']})",
+                  "", "## Training", "", f"The {TWO_STAGE} curves are stage 2's fusion loss, the loss the end-to-end "
+                  "approaches minimise; stage 1 (a reconstruction loss) counts in the training cost only.", "",
+                  "| approach | run | steps | first loss | final-epoch loss | final temperature |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {a} | {label} | {s['steps']} | {_num(s['first_loss'])} | {_num(s['final_mean'])} ± "
+                  f"{_num(s['final_std'], 2)} | {_num(s['final_temperature'])} |"
+                  for a, by_run in report["loss"].items() for label, s in by_run.items()]
+        lines += ["", *(f"![{k}]({plots[k]})" for k in ("loss", "terms", "temperature", "lr") if k in plots), "",
+                  "### Training cost", "", markdown(cost_rows(report["training_cost"])), "",
+                  f"![training cost]({plots['cost']})", ""]
+    if report["cka"]:
+        lines += ["## Encoder analysis", "",
+                  f"Linear CKA (Kornblith et al. 2019) between each approach's encoders and {baseline}'s (first run "
+                  "of each), on the same test pixels: 1 means the same features up to rotation and scale, near 0 "
+                  "unrelated ones.", "",
+                  "| approach | encoder | " + " | ".join(report_plots.LAYERS) + " |",
+                  "|---|---|" + "---|" * len(report_plots.LAYERS)]
+        lines += [f"| {a} | {report_plots.MODALITY[m]} | " + " | ".join(_num(v) for v in layers.values()) + " |"
+                  for a, by_modality in report["cka"].items() for m, layers in by_modality.items()]
+        lines += ["", f"![CKA]({plots['cka']})", "", f"![feature maps]({plots['features']})", ""]
+    lines += ["Tables for a thesis: `table.tex` (booktabs), `table.csv`; every number: `report.json`.", ""]
+    _write_text(out / "report.md", "\n".join(lines))
 
 
 def compare(args: argparse.Namespace) -> dict:
     """Everything: load, fuse, score, test, analyse, plot; writes the report and returns its numbers."""
+    out, baseline = args.out, args.baseline
+    check_writable(out)
     device = pick_device(args.device)
     runs = load_runs(args)
-    by_name = {r.name: r for r in runs}
-    warnings = config_notes(runs[0].model.cfg, runs[1].model.cfg)
-    for run in runs:
-        logged = int(run.log.series["epoch"].max()) if "epoch" in run.log.series else run.epoch
-        if run.epoch > logged:
-            warnings.append(f"{run.checkpoint} is from epoch {run.epoch} but {run.log.path} ends at epoch {logged}: "
-                            "a run stopped between the two writes, or files of an older run are mixed in")
-    if not runs[0].stage1:
-        warnings.append("no stage-1 loss files found, so the two-stage cost covers stage 2 only")
-    models = {r.name: r.model for r in runs}
-    if args.reference:
-        models[REFERENCE], reference_file = load_reference(args.reference)
-
-    pairs, source = find_test_pairs(args, runs)
+    trained = {a: group for a, group in runs.items() if group[0].log is not None}
+    pairs, source = find_test_pairs(args, [r for group in runs.values() for r in group])
     sources = [read_pair(p) for p in pairs]
     metrics, skipped = usable_metrics(sources)
-    fused = fuse_all(models, sources, device)
-    scores = {name: score(images, sources, pairs, metrics) for name, images in fused.items()}
-    comparison = {m: paired_test([scores[TWO_STAGE]["per_image"][p.name][m] for p in pairs],
-                                 [scores[END_TO_END]["per_image"][p.name][m] for p in pairs], args.alpha)
-                  for m in metrics}
-    for m, test in comparison.items():
-        test["per_image_diff"] = {p.name: scores[END_TO_END]["per_image"][p.name][m]
-                                  - scores[TWO_STAGE]["per_image"][p.name][m] for p in pairs}
-    cka = encoder_cka(by_name[TWO_STAGE].model, by_name[END_TO_END].model, sources, device)
-    costs = {r.name: training_cost(r) for r in runs}
-
-    out = args.out
+    scorer = Scorer(pairs, sources, metrics, device)
+    names = [p.name for p in pairs]
+    all_runs = [r for group in runs.values() for r in group]
+    per_run, fused = {}, {}
+    for run in tqdm(all_runs, desc="scoring runs", unit="run", file=sys.stderr, disable=len(all_runs) < 2):
+        per_run[run.approach, run.label], images = scorer.scores(run, run.epoch, images=True)
+        fused.setdefault(run.approach, images[:GRID_PAIRS])
+    summaries = {a: approach_scores([per_run[a, r.label] for r in group], names, metrics) for a, group in runs.items()}
+    comparison = {a: stats.compare_metrics(summaries[baseline]["arrays"], summaries[a]["arrays"], args.alpha,
+                                           HIGHER_IS_BETTER, args.bootstrap)
+                  for a in runs if a != baseline}
+    count = min(args.curve_images, len(pairs))
+    curves = {a: [quality_curve(r, scorer, count) for r in tqdm(
+        group, desc=f"quality curve ({a})", unit="run", file=sys.stderr, disable=None)]
+              for a, group in trained.items()} if args.curve_images else {}
+    first = {a: group[0].load().to(device) for a, group in runs.items()}
+    cka_sources = sources[: max(1, count)]
+    cka = {a: encoder_cka(first[baseline], model, cka_sources, device) for a, model in first.items() if a != baseline}
+    costs = {a: [training_cost(r) for r in group] for a, group in trained.items()}
+    single = all(len(group) == 1 for group in runs.values())
+    floor = len(metrics) * stats.smallest_p(len(pairs))
+    power = [f"with {len(pairs)} test pairs and {len(metrics)} metrics no difference can be significant after "
+             f"Holm's correction (the smallest possible adjusted p is {floor:.2g}); use more test pairs"
+             ] if floor >= args.alpha and len(runs) > 1 else []
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        plots = plot_losses(runs, out)
-        plots["cost"] = plot_cost(runs, out)
-        plots["grid"] = plot_grid(pairs, sources, fused, out)
-        plots["features"] = plot_features(by_name, sources[0], device, out)
-        plots["cka"] = plot_cka(cka, out)
+        plots = report_plots.plot_losses({a: [r.log for r in group] for a, group in trained.items()}, out)
+        plots["cost"] = report_plots.plot_cost(costs, out)
+        plots["grid"] = report_plots.plot_grid(names[:GRID_PAIRS], sources[:GRID_PAIRS], fused, baseline, out)
+        plots["features"] = report_plots.plot_features(feature_rows(first, sources[0], device), out)
+        plots["cka"] = report_plots.plot_cka(cka, baseline, out)
+        if curves:
+            plots["quality_time"] = report_plots.plot_quality_curves(curves, metrics, "time_s", "training time (min)",
+                                                                     out, "quality_vs_time.png")
+            plots["quality_epoch"] = report_plots.plot_quality_curves(curves, metrics, "epoch", "epoch", out,
+                                                                      "quality_vs_epoch.png")
         report = {
-            "alpha": args.alpha, "warnings": warnings,
-            "runs": {r.name: {"folder": str(r.folder), "checkpoint": str(r.checkpoint), "epoch": r.epoch,
-                              "loss_file": str(r.log.path), "model_config": r.model.cfg.to_dict(),
-                              "stage1_loss_files": {m: str(log.path) for m, log in r.stage1.items()}}
-                     for r in runs},
-            "test": {"source": source, "pairs": len(pairs), "names": [p.name for p in pairs],
-                     "metrics": metrics, "skipped_metrics": skipped},
-            "metrics": scores, "comparison": comparison, "cka": cka,
-            "loss": {r.name: loss_summary(r.log) for r in runs}, "training_cost": costs, "plots": plots,
+            "alpha": args.alpha, "baseline": baseline, "single_run": single, "bootstrap": args.bootstrap,
+            "warnings": run_warnings(runs, baseline) + power + ([SINGLE_RUN_NOTE] if single else []),
+            "runs": {a: [{"label": r.label, "folder": str(r.folder), "checkpoint": str(r.checkpoint),
+                          "epoch": r.epoch, "loss_file": str(r.log.path) if r.log else None,
+                          "model_config": r.config.to_dict(),
+                          "stage1_loss_files": {m: str(log.path) for m, log in r.stage1.items()}} for r in group]
+                     for a, group in runs.items()},
+            "test": {"source": source, "pairs": len(pairs), "names": names, "metrics": metrics,
+                     "skipped_metrics": skipped},
+            "scores": {a: {k: v for k, v in s.items() if k != "arrays"} for a, s in summaries.items()},
+            "per_image": {a: {r.label: per_run[a, r.label] for r in group} for a, group in runs.items()},
+            "comparison": comparison,
+            "verdicts": {a: {v: sum(r["verdict"] == v for r in c.values()) for v in stats.VERDICTS}
+                         for a, c in comparison.items()},
+            "curve_images": count, "curves": curves,
+            "compute_to_reach": compute_to_reach(curves, baseline, metrics) if baseline in curves else {},
+            "cka": cka, "loss": {a: {r.label: loss_summary(r.log) for r in group} for a, group in trained.items()},
+            "training_cost": costs, "plots": plots,
         }
-        if args.reference:
-            report["runs"][REFERENCE] = {"folder": str(args.reference), "checkpoint": str(reference_file),
-                                         "epoch": None, "loss_file": None,
-                                         "model_config": models[REFERENCE].cfg.to_dict()}
-        (out / "report.json").write_text(json.dumps(_clean(report), indent=2) + "\n")
-        write_markdown(report, plots, out)
-    except OSError as e:
-        raise CrossFuseError(f"{out}: cannot write the report ({e.strerror or e})") from None
+        _write_text(out / "report.json", json.dumps(_clean(report), indent=2) + "\n")
+        write_tables(report, out)
+        write_markdown(report, out)
+    except (OSError, CrossFuseError) as e:
+        raise CrossFuseError(f"{out}: cannot write the report ({getattr(e, 'strerror', None) or e})") from None
     return report
 
 
 def summary(report: dict, out: Path) -> str:
-    lines = [f"test set {report['test']['source']} ({report['test']['pairs']} pairs); verdicts: end-to-end vs "
-             f"two-stage, Wilcoxon signed-rank, alpha {report['alpha']}", "", aligned(metric_rows(report)), "",
-             "training cost:", aligned(cost_rows(report["training_cost"]))]
+    lines = [f"test set {report['test']['source']} ({report['test']['pairs']} pairs); approaches: "
+             + ", ".join(f"{a} x {len(r)} runs" for a, r in report["runs"].items()), "",
+             aligned(quality_rows(report)), "",
+             f"against {report['baseline']}: hierarchical bootstrap {round(100 * (1 - report['alpha']))}% CI, "
+             "Wilcoxon signed-rank, Holm across metrics", aligned(comparison_rows(report))]
+    lines += [reach_sentence(k, rows) for k, rows in report["compute_to_reach"].items()]
+    if report["training_cost"]:
+        lines += ["", "training cost:", aligned(cost_rows(report["training_cost"]))]
     lines += [f"note: {w}" for w in report["warnings"]]
     return "\n".join(lines + ["", f"report written to {out / 'report.md'}"])
+
+
+def _named(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIR")
+    return name, Path(path)
+
+
+def _epoch(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected APPROACH=N")
+    return name, int(value)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(_args_default("args_end_to_end", "Args", "out_root", "models"))
+    parser.add_argument("--study", type=Path, help="a study.py folder: every ARM/seed_K run in it")
+    parser.add_argument("--run", type=_named, action="append", metavar="NAME=DIR",
+                        help="an approach and its run folder (or a folder of seed_K runs); repeatable")
+    parser.add_argument("--baseline", default=TWO_STAGE, help=f"approach the others are tested against ({TWO_STAGE})")
     parser.add_argument("--root", type=Path, default=root, help=f"training output root (default {root})")
     parser.add_argument("--demo", action="store_true", help="the demo runs: --root models/demo --test data/demo/test")
     parser.add_argument("--two-stage", type=Path, help="two-stage run folder (default ROOT/transfuse)")
     parser.add_argument("--end-to-end", type=Path, help="end-to-end run folder (default ROOT/end_to_end)")
-    parser.add_argument("--epoch-two-stage", type=int, help="two-stage checkpoint epoch (default: the last)")
-    parser.add_argument("--epoch-end-to-end", type=int, help="end-to-end checkpoint epoch (default: the last)")
+    parser.add_argument("--epoch", type=_epoch, action="append", default=[], metavar="APPROACH=N",
+                        help="checkpoint epoch of an approach's runs (default: the last); repeatable")
+    parser.add_argument("--epoch-two-stage", type=int, help="same as --epoch two-stage=N")
+    parser.add_argument("--epoch-end-to-end", type=int, help="same as --epoch end-to-end=N")
     parser.add_argument("--test", type=Path, help="test folder with ir/ and vi/ pairs (default: the configured one)")
     parser.add_argument("--test-ir", type=Path, help="test IR folder (with --test-vi)")
     parser.add_argument("--test-vi", type=Path, help="test VIS folder (with --test-ir)")
-    parser.add_argument("--reference", type=Path, help="folder of the paper's released checkpoints: a third column")
-    parser.add_argument("--out", type=Path, help="report folder (default reports/compare; reports/demo with --demo)")
+    parser.add_argument("--reference", type=Path, help="folder of the paper's released checkpoints: one more column")
+    parser.add_argument("--out", type=Path, help="report folder (default STUDY/report, reports/compare, reports/demo)")
     parser.add_argument("--max-images", type=int, help="use only the first N test pairs (default: all)")
+    parser.add_argument("--curve-images", type=int, default=8,
+                        help="test pairs scored at every saved epoch for quality against compute (default 8; 0 = off)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default 2000)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     args = parser.parse_args(argv)
+    if args.study and args.run:
+        parser.error("give --study or --run, not both")
     if args.demo:
         args.root = Path("models/demo")
         if not (args.test or args.test_ir or args.test_vi):
             args.test = Path("data/demo/test")
-    args.out = args.out or Path("reports/demo" if args.demo else "reports/compare")
+    default_out = args.study / "report" if args.study else Path("reports/demo" if args.demo else "reports/compare")
+    args.out = args.out or default_out
+    args.epoch = dict(args.epoch)
+    for name, value in ((TWO_STAGE, args.epoch_two_stage), (END_TO_END, args.epoch_end_to_end)):
+        if value is not None:
+            args.epoch[name] = value
     if args.max_images is not None and args.max_images < 1:
         parser.error("--max-images must be at least 1")
+    if args.curve_images < 0 or args.bootstrap < 100:
+        parser.error("--curve-images must be >= 0 and --bootstrap >= 100")
     if not 0 < args.alpha < 1:
         parser.error("--alpha must be between 0 and 1")
     return args

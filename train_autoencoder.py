@@ -16,6 +16,7 @@ from torch import nn
 from args_two_stage import Stage1
 from net.checkpoint import save_model
 from net.encoder import AutoEncoder
+from utils import run_layout
 from utils.errors import CrossFuseError, run_main
 from utils.trainer import (
     INTERRUPTED,
@@ -34,12 +35,12 @@ from utils.trainer import (
 
 
 def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | None = None) -> Job:
-    out_dir = Path(config["out_root"]) / "autoencoder"
+    out_dir = run_layout.run_dir(config["out_root"], run_layout.STAGE1)
     dataset = make_dataset(training_images(config, modality), config)
     model = model or AutoEncoder(model_config(config))
 
     def save(m: nn.Module, epoch: int) -> list[Path]:
-        path = out_dir / f"auto_encoder_epoch_{epoch}_{modality}.model"
+        path = run_layout.autoencoder_file(out_dir, modality, epoch)
         return [save_model(path, m, "autoencoder", epoch=epoch, modality=modality)]
 
     return Job(name=f"autoencoder_{modality}", title=f"Stage 1 {modality.upper()}", out_dir=out_dir,

@@ -1,12 +1,15 @@
-"""End-to-end training: both encoders, the CAM and the decoder together, from random initialisation.
+"""End-to-end training: both encoders, the CAM and the decoder together, with one loss and one optimiser.
 
-    python train_end_to_end.py              # settings from args_end_to_end.py
+    python train_end_to_end.py              # settings from args_end_to_end.py; encoders from random weights
     python train_end_to_end.py --epochs=2 --lr=1e-4
+    python train_end_to_end.py --init_from=models     # warm start: encoders from stage 1's latest epoch
     python train_end_to_end.py --demo
 
-Every parameter is trainable and one Adam updates them all with the fusion loss. Writes
+Every parameter is trainable and one Adam updates them all with the fusion loss. A cold run writes
 out_root/end_to_end/end_to_end_fusion_epoch_N.model (a complete model), end_to_end_{ir,vi}_encoder_epoch_N.model
-and loss/loss_data_end_to_end_eK.mat. Log lines carry the 🔄 E2E prefix.
+and loss/loss_data_end_to_end_eK.mat; a warm start (--init_from, --init_ir_encoder/--init_vi_encoder or
+--init_reference) writes the same names under out_root/end_to_end_warm, so it never overwrites a cold
+run, and its checkpoints record where the encoders came from. Log lines carry the 🔄 E2E prefix.
 """
 import sys
 from pathlib import Path
@@ -16,9 +19,10 @@ import torch
 from torch import nn
 
 from args_end_to_end import Args
-from net.checkpoint import save_model
-from net.model import CrossFuse
-from utils.errors import run_main
+from net.checkpoint import find_reference, load_encoder, save_model
+from net.model import CrossFuse, FusionNet
+from utils import run_layout
+from utils.errors import CrossFuseError, run_main
 from utils.trainer import (
     INTERRUPTED,
     Job,
@@ -36,33 +40,71 @@ from utils.trainer import (
     training_pairs,
 )
 
+COLD, WARM = "end-to-end", "end-to-end, warm start"
 
-def end_to_end_job(config: dict[str, Any], model: CrossFuse, device: torch.device) -> Job:
-    out_dir = Path(config["out_root"]) / "end_to_end"
+
+def warm_start_sources(config: dict[str, Any]) -> list[Path]:
+    """The IR and VIS encoder files a warm start begins from; [] for a cold start."""
+    files = [config["init_ir_encoder"], config["init_vi_encoder"]]
+    given = [bool(config["init_from"]), bool(config["init_reference"]), any(files)]
+    if sum(given) > 1:
+        raise CrossFuseError("give one of --init_from, --init_reference or --init_ir_encoder/--init_vi_encoder")
+    if config["init_reference"]:
+        return list(find_reference(config["init_reference"])[:2])
+    if config["init_from"]:
+        folder = Path(config["init_from"])
+        if not folder.is_dir():
+            raise CrossFuseError(f"--init_from={folder}: stage-1 output folder not found")
+        return [run_layout.latest_stage1(folder, m) for m in run_layout.MODALITIES]
+    if any(files) and not all(files):
+        raise CrossFuseError("--init_ir_encoder and --init_vi_encoder go together")
+    return [Path(f) for f in files if f]
+
+
+def build_model(config: dict[str, Any], sources: list[Path]) -> CrossFuse:
+    """A fresh model; with sources, its encoders are those files' (their widths win) and stay trainable."""
+    if not sources:
+        return CrossFuse(model_config(config))
+    ir, vi = (load_encoder(path, m) for path, m in zip(sources, run_layout.MODALITIES, strict=True))
+    fields = ("shallow", "growth", "dense_layers", "deep")
+    widths = {k: getattr(ir.cfg, k) for k in fields}
+    if widths != {k: getattr(vi.cfg, k) for k in fields}:
+        raise CrossFuseError(f"{sources[0]} and {sources[1]}: the IR and VIS encoders have different widths")
+    return CrossFuse.from_parts(ir, vi, FusionNet(model_config(config, **widths)))
+
+
+def end_to_end_job(config: dict[str, Any], model: CrossFuse, device: torch.device,
+                   sources: list[Path] | None = None) -> Job:
+    approach = run_layout.WARM_START if sources else run_layout.END_TO_END
+    out_dir = run_layout.run_dir(config["out_root"], approach)
     dataset = make_dataset(training_pairs(config), config)
+    meta = {"approach": WARM if sources else COLD}
+    if sources:
+        meta["encoders_from"] = [str(s) for s in sources]
 
     def save(m: nn.Module, epoch: int) -> list[Path]:
-        return [
-            save_model(out_dir / f"end_to_end_fusion_epoch_{epoch}.model", m, "crossfuse", epoch=epoch,
-                       approach="end-to-end"),
-            save_model(out_dir / f"end_to_end_ir_encoder_epoch_{epoch}.model", m.ir_encoder, "encoder",
-                       config=m.cfg, epoch=epoch, modality="ir", approach="end-to-end"),
-            save_model(out_dir / f"end_to_end_vi_encoder_epoch_{epoch}.model", m.vi_encoder, "encoder",
-                       config=m.cfg, epoch=epoch, modality="vi", approach="end-to-end"),
-        ]
+        files = [save_model(run_layout.fusion_file(out_dir, approach, epoch), m, "crossfuse", epoch=epoch, **meta)]
+        for modality in run_layout.MODALITIES:
+            encoder = getattr(m, f"{modality}_encoder")
+            files.append(save_model(run_layout.encoder_file(out_dir, modality, epoch), encoder, "encoder",
+                                    config=m.cfg, epoch=epoch, modality=modality, **meta))
+        return files
 
-    return Job(name="end_to_end", title="🔄 E2E", out_dir=out_dir, model=model, dataset=dataset,
-               forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save,
-               temperature=mean_temperature, test=fuse_test_set(config, out_dir, device),
+    return Job(name=run_layout.LAYOUTS[approach].job, title="🔄 E2E" + (" (warm start)" if sources else ""),
+               out_dir=out_dir, model=model, dataset=dataset, forward=fusion_forward, loss=fusion_loss_fn(config),
+               save_models=save, temperature=mean_temperature, test=fuse_test_set(config, out_dir, device),
                preview=preview_batch(dataset, config))
 
 
 def main(argv: list[str]) -> None:
     config = settings(Args, argv, __doc__)
     runtime = start_runtime(config)
-    announce("End-to-end training", config, runtime)
+    sources = warm_start_sources(config)
+    announce("End-to-end training" + (f", warm start from {sources[0]}, {sources[1]}" if sources else ""),
+             config, runtime)
     torch.manual_seed(config["seed"])
-    train(end_to_end_job(config, CrossFuse(model_config(config)), runtime.device), config, runtime)
+    model = build_model(config, sources)
+    train(end_to_end_job(config, model, runtime.device, sources), config, runtime)
 
 
 if __name__ == "__main__":

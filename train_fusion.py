@@ -19,6 +19,7 @@ from args_two_stage import Stage2
 from net.checkpoint import find_reference, latest_epoch_file, load_encoder, save_model
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
+from utils import run_layout
 from utils.errors import CrossFuseError, run_main
 from utils.trainer import (
     INTERRUPTED,
@@ -73,11 +74,11 @@ def fusion_model(config: dict[str, Any], ir: Encoder, vi: Encoder, sources: tupl
 
 
 def fusion_job(config: dict[str, Any], model: CrossFuse, runtime_device: torch.device, sources: list[Path]) -> Job:
-    out_dir = Path(config["out_root"]) / "transfuse"
+    out_dir = run_layout.run_dir(config["out_root"], run_layout.TWO_STAGE)
     dataset = make_dataset(training_pairs(config), config)
 
     def save(m: nn.Module, epoch: int) -> list[Path]:
-        path = out_dir / f"fusetrans_epoch_{epoch}.model"
+        path = run_layout.fusion_file(out_dir, run_layout.TWO_STAGE, epoch)
         return [save_model(path, m, "crossfuse", epoch=epoch, approach="two-stage",
                            encoders=[str(s) for s in sources])]
 

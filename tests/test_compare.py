@@ -1,4 +1,4 @@
-"""compare_training_approaches.py on tiny fake runs: the full report, its statistics and its error messages."""
+"""compare_training_approaches.py on tiny fake runs, and utils/stats on cases with known answers."""
 import json
 from pathlib import Path
 
@@ -13,12 +13,15 @@ from net.config import ModelConfig
 from net.encoder import AutoEncoder
 from net.model import CrossFuse, FusionNet
 from net.reference import to_reference
+from utils import stats
 from utils.images import write_gray
+from utils.inference import read_pair
 from utils.metrics import METRICS
+from utils.pairs import discover_pairs
 
 TINY = ModelConfig(shallow=4, growth=4, deep=8, decoder=8, tile=4, patch=2, heads=2, mlp_ratio=2)
-PLOTS = ("loss_raw.png", "loss_smoothed.png", "loss_distribution.png", "loss_convergence.png", "loss_terms.png",
-         "temperature.png", "lr.png", "training_cost.png", "fused_grid.png", "feature_maps.png", "cka.png")
+PLOTS = ("loss_curves.png", "loss_terms.png", "temperature.png", "lr.png", "training_cost.png", "fused_grid.png",
+         "feature_maps.png", "cka.png", "quality_vs_time.png", "quality_vs_epoch.png")
 
 
 def write_loss(path: Path, terms: tuple[str, ...], config: dict, epochs: int = 2, steps: int = 6,
@@ -95,36 +98,45 @@ def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
 
 def test_full_report_from_configured_test_folder(runs, tmp_path, capsys):
     out = tmp_path / "report"
-    code, stdout, _ = run_main(["--root", runs, "--out", out, "--device", "cpu"], capsys)
+    code, stdout, _ = run_main(["--root", runs, "--out", out, "--device", "cpu", "--curve-images", 2], capsys)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert {"runs", "test", "metrics", "comparison", "cka", "loss", "training_cost", "plots"} <= report.keys()
-    assert report["runs"]["two-stage"]["epoch"] == 2 and report["test"]["pairs"] == 7
+    assert {"runs", "test", "scores", "per_image", "comparison", "curves", "compute_to_reach", "cka", "loss",
+            "training_cost", "plots"} <= report.keys()
+    assert report["runs"]["two-stage"][0]["epoch"] == 2 and report["test"]["pairs"] == 7
     assert report["test"]["skipped_metrics"] == ["VIF"]  # 32 x 32 is below VIF's 41 px
-    assert set(report["comparison"]) == set(METRICS) - {"VIF"}
-    for metric, test in report["comparison"].items():
-        assert test["verdict"] in compare.VERDICTS
-        assert len(test["per_image_diff"]) == 7
-        assert test["p_value"] is None or 0 <= test["p_value"] <= 1
+    assert set(report["comparison"]) == {"end-to-end"}
+    assert set(report["comparison"]["end-to-end"]) == set(METRICS) - {"VIF"}
+    for metric, test in report["comparison"]["end-to-end"].items():
+        assert test["verdict"] in stats.VERDICTS
+        assert test["p_value"] is None or 0 <= test["p_value"] <= test["p_holm"] <= 1
+        assert test["ci_low"] <= test["diff"] <= test["ci_high"]
         for method in ("two-stage", "end-to-end"):
-            assert len(report["metrics"][method]["per_image"]) == 7
-            assert metric in report["metrics"][method]["mean"]
+            assert len(report["per_image"][method]["transfuse" if method == "two-stage" else "end_to_end"]) == 7
+            assert metric in report["scores"][method]["mean"] and report["scores"][method]["sd"][metric] is None
     for modality in ("ir", "vi"):
-        for layer in compare.LAYERS:
-            assert report["cka"][modality][layer] == pytest.approx(1.0, abs=1e-6)
+        for layer in ("shallow", "dense1", "deep"):
+            assert report["cka"]["end-to-end"][modality][layer] == pytest.approx(1.0, abs=1e-6)
     cost = report["training_cost"]
-    assert set(cost["two-stage"]["stages"]) == {"stage 1 (IR)", "stage 1 (VIS)", "stage 2"}
-    assert cost["two-stage"]["total_time_s"] == pytest.approx(3 * 2 * 12.5)
-    assert cost["end-to-end"]["total_time_s"] == pytest.approx(25.0)
-    assert report["loss"]["end-to-end"]["final_temperature"] < 1.0
-    assert set(report["loss"]["two-stage"]["final_terms"]) == {"loss_intensity", "loss_gradient"}
+    assert set(cost["two-stage"][0]["stages"]) == {"stage 1 (IR)", "stage 1 (VIS)", "stage 2"}
+    assert cost["two-stage"][0]["total_time_s"] == pytest.approx(3 * 2 * 12.5)
+    assert cost["end-to-end"][0]["total_time_s"] == pytest.approx(25.0)
+    two_stage_curve = report["curves"]["two-stage"][0]
+    assert two_stage_curve["epoch"] == [1, 2] and two_stage_curve["time_s"] == pytest.approx([62.5, 75.0])
+    assert report["curves"]["end-to-end"][0]["time_s"] == pytest.approx([12.5, 25.0])
+    assert report["loss"]["end-to-end"]["end_to_end"]["final_temperature"] < 1.0
+    assert set(report["loss"]["two-stage"]["transfuse"]["final_terms"]) == {"loss_intensity", "loss_gradient"}
+    assert report["single_run"] and compare.SINGLE_RUN_NOTE in report["warnings"]
 
     markdown = (out / "report.md").read_text()
     for name in PLOTS:
         assert (out / name).stat().st_size > 0
         assert f"({name})" in markdown
-    assert "Wilcoxon" in markdown and "Encoder analysis" in markdown
+    assert "run-to-run variation (initialisation, data order) is not measured" in markdown
+    assert "Wilcoxon" in markdown and "Holm" in markdown and "Encoder analysis" in markdown
     assert "verdict" in stdout and "training cost" in stdout and "stage 1 (IR)" in stdout
+    assert "not measured" in stdout
+    assert not list(out.glob(".*"))  # no temporary or probe files left
 
 
 def test_chosen_epochs_max_images_and_reference_column(runs, tmp_path, capsys):
@@ -137,15 +149,18 @@ def test_chosen_epochs_max_images_and_reference_column(runs, tmp_path, capsys):
                                                                   .read_bytes())  # newer than its loss file
     out = tmp_path / "report"
     code, stdout, _ = run_main(["--root", runs, "--epoch-end-to-end", 1, "--test", tmp_path / "test",
-                                "--max-images", 3, "--reference", reference, "--out", out], capsys)
+                                "--max-images", 3, "--reference", reference, "--out", out, "--curve-images", 0],
+                               capsys)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["runs"]["end-to-end"]["epoch"] == 1 and report["runs"]["two-stage"]["epoch"] == 5
-    assert report["test"]["pairs"] == 3
+    assert report["runs"]["end-to-end"][0]["epoch"] == 1 and report["runs"]["two-stage"][0]["epoch"] == 5
+    assert report["test"]["pairs"] == 3 and report["curves"] == {}
     assert any("fusetrans_epoch_5.model is from epoch 5" in w and "ends at epoch 2" in w for w in report["warnings"])
-    assert set(report["metrics"]) == {"two-stage", "end-to-end", "reference"}
-    assert {t["verdict"] for t in report["comparison"].values()} <= {"too little data", "no significant difference"}
+    assert set(report["scores"]) == {"two-stage", "end-to-end", "reference"}
+    verdicts = {t["verdict"] for c in report["comparison"].values() for t in c.values()}
+    assert verdicts == {"too little data"}  # 3 images can never give p < 0.05
     assert "reference" in stdout
+    assert not list(reference.rglob("eval"))  # nothing cached into the released-model folder
 
 
 def test_missing_runs_say_what_to_train(tmp_path, capsys):
@@ -194,6 +209,13 @@ def test_no_test_set_configured(runs, tmp_path, capsys):
     assert code == 2 and "no test set configured: pass --test DIR" in err
 
 
+def test_unwritable_report_folder_fails_before_any_scoring(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare.Scorer, "scores", lambda *a, **k: pytest.fail("scored before checking the output"))
+    (tmp_path / "file").write_text("")
+    code, _, err = run_main(["--root", runs, "--out", tmp_path / "file" / "report"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot write the report there" in err
+
+
 @pytest.mark.parametrize(("diff", "verdict"), [
     (np.linspace(0.1, 0.8, 8), "better"),
     (-np.linspace(0.1, 0.8, 8), "worse"),
@@ -205,27 +227,171 @@ def test_no_test_set_configured(runs, tmp_path, capsys):
 ])
 def test_paired_test_verdicts(diff, verdict):
     base = np.linspace(5, 6, diff.size)
-    result = compare.paired_test(base, base + diff, 0.05)
+    result = stats.paired_test(base, base + diff, 0.05)
     assert result["verdict"] == verdict
     assert 0 <= result["p_value"] <= 1
 
 
 def test_paired_test_ignores_infinite_scores():
     base = np.array([30.0, 31, 32, 33, 34, 35, np.inf])
-    result = compare.paired_test(base, base + 1, 0.05)
+    result = stats.paired_test(base, base + 1, 0.05)
     assert result["n"] == 6 and result["verdict"] == "better" and result["p_value"] == pytest.approx(2 / 2**6)
 
 
 def test_min_pairs():
-    assert compare.min_pairs(0.05) == 6
-    assert compare.min_pairs(0.01) == 8
+    assert stats.min_pairs(0.05) == 6
+    assert stats.min_pairs(0.01) == 8
 
 
 def test_linear_cka_properties():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 6))
     rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    assert compare.linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
-    assert compare.linear_cka(x, 3 * x @ rotation + 7) == pytest.approx(1.0, abs=1e-9)
-    assert compare.linear_cka(x, rng.normal(size=(500, 4))) < 0.1
-    assert np.isnan(compare.linear_cka(x, np.ones((500, 3))))
+    assert stats.linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert stats.linear_cka(x, 3 * x @ rotation + 7) == pytest.approx(1.0, abs=1e-9)
+    assert stats.linear_cka(x, rng.normal(size=(500, 4))) < 0.1
+    assert np.isnan(stats.linear_cka(x, np.ones((500, 3))))
+
+
+# ------------------------------------------------------------------ k approaches x n runs
+
+
+def make_study(study: Path, test_dir: Path, epochs: int = 3) -> None:
+    """Three approaches x two seeds as study.py lays them out; two-stage and warm-start share stage 1."""
+    config = {**TINY.to_dict(), "test_dir": str(test_dir)}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        stage1 = study / "stage-1" / f"seed_{seed}" / "autoencoder"
+        autoencoders = {m: AutoEncoder(TINY) for m in ("ir", "vi")}
+        sources = []
+        for modality, ae in autoencoders.items():
+            sources.append(str(save_model(stage1 / f"auto_encoder_epoch_2_{modality}.model", ae, "autoencoder")))
+            write_loss(stage1 / "loss" / f"loss_data_autoencoder_{modality}_e1.mat", ("mse", "ssim"), config)
+        encoders = [autoencoders[m].encoder for m in ("ir", "vi")]
+        for arm, folder, stem, meta in (
+                ("two-stage", "transfuse", "fusetrans", {"encoders": sources}),
+                ("end-to-end", "end_to_end", "end_to_end_fusion", {}),
+                ("warm-start", "end_to_end_warm", "end_to_end_fusion", {"encoders_from": sources})):
+            run = study / arm / f"seed_{seed}" / folder
+            model = CrossFuse.from_parts(*encoders, FusionNet(TINY)) if meta else CrossFuse(TINY)
+            for epoch in range(1, epochs + 1):
+                save_model(run / f"{stem}_epoch_{epoch}.model", model, "crossfuse", epoch=epoch, **meta)
+            job = "trans" if arm == "two-stage" else "end_to_end"
+            write_loss(run / "loss" / f"loss_data_{job}_e{epochs - 1}.mat", ("intensity", "gradient"), config, epochs)
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    make_study(tmp_path / "study", make_test_set(tmp_path / "test", pairs=6, size=48))
+    return tmp_path / "study"
+
+
+def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypatch):
+    code, stdout, _ = run_main(["--study", study_dir, "--curve-images", 2, "--bootstrap", 500], capsys)
+    assert code == 0
+    out = study_dir / "report"
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["runs"]) == ["two-stage", "end-to-end", "warm-start"] and not report["single_run"]
+    assert [r["label"] for r in report["runs"]["warm-start"]] == ["seed_0", "seed_1"]
+    assert set(report["comparison"]) == {"end-to-end", "warm-start"}
+    metrics = report["test"]["metrics"]
+    for scores in report["scores"].values():
+        for m in metrics:
+            means = [r[m] for r in scores["run_means"]]
+            assert scores["mean"][m] == pytest.approx(np.mean(means))
+            assert scores["sd"][m] == pytest.approx(np.std(means, ddof=1), nan_ok=True)
+    # stage 1 (2 modalities x 2 epochs x 12.5 s) counts for both arms that start from it, not for end-to-end
+    assert report["curves"]["warm-start"][0]["time_s"] == pytest.approx([62.5, 75.0, 87.5])
+    assert report["curves"]["end-to-end"][1]["time_s"] == pytest.approx([12.5, 25.0, 37.5])
+    assert set(report["compute_to_reach"]) == {f"{a} to reach {b}" for a, b in (
+        ("end-to-end", "two-stage"), ("two-stage", "end-to-end"), ("warm-start", "two-stage"),
+        ("two-stage", "warm-start"))}
+    assert set(report["training_cost"]["warm-start"][0]["stages"]) == {"stage 1 (IR)", "stage 1 (VIS)", "warm-start"}
+    assert "run-to-run variation" not in (out / "report.md").read_text()
+    assert "reaches two-stage's final quality" in stdout or "does not reach two-stage's" in stdout
+
+    tex = (out / "table.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "$\\pm$" in tex
+    assert tex.count("\\textbf{") == len(metrics)
+    rows = (out / "table.csv").read_text().splitlines()
+    assert rows[0].startswith("metric,two-stage mean,two-stage sd,two-stage runs") and len(rows) == 1 + len(metrics)
+    assert len(list(study_dir.glob("*/seed_*/*/eval/*/scores.json"))) == 6 * (1 + 3)  # final on all + 3 epochs
+
+    monkeypatch.setattr(compare, "fuse_gray", lambda *a, **k: pytest.fail("fused again despite the cache"))
+    pairs = discover_pairs(study_dir.parent / "test").pairs
+    scorer = compare.Scorer(pairs, [read_pair(p) for p in pairs], metrics, torch.device("cpu"))
+    run = compare.load_run("warm-start", "seed_1", study_dir / "warm-start" / "seed_1", None)
+    per_image, fused = scorer.scores(run, 3, images=True)
+    assert per_image == report["per_image"]["warm-start"]["seed_1"] and len(fused) == 6
+    assert scorer.scores(run, 2, 2)[0].keys() == {p.name for p in pairs[:2]}
+
+
+def test_identical_approaches_give_no_significant_difference(study_dir, tmp_path, capsys):
+    code, _, _ = run_main(["--run", f"a={study_dir / 'two-stage'}", "--run", f"b={study_dir / 'two-stage'}",
+                           "--baseline", "a", "--test", tmp_path / "test", "--out", tmp_path / "r",
+                           "--curve-images", 0], capsys)
+    assert code == 0
+    comparison = json.loads((tmp_path / "r" / "report.json").read_text())["comparison"]["b"]
+    assert {r["verdict"] for r in comparison.values()} == {"no significant difference"}
+    # the same runs: no difference at all, and an interval around zero as wide as the run-to-run noise
+    assert all(r["diff"] == 0 and r["ci_low"] < 0 < r["ci_high"] for r in comparison.values())
+
+
+def test_unknown_baseline_and_empty_study(study_dir, tmp_path, capsys):
+    code, _, err = run_main(["--study", study_dir, "--baseline", "nope"], capsys)
+    assert code == 2 and "--baseline nope: not among the approaches" in err
+    code, _, err = run_main(["--study", tmp_path / "test"], capsys)
+    assert code == 2 and "no ARM/seed_K run folders" in err
+
+
+# ------------------------------------------------------------------ statistics with known answers
+
+
+def test_bootstrap_interval_covers_a_known_difference():
+    rng = np.random.default_rng(3)
+    image_effect = rng.normal(50, 5, 40)  # some test images are easier than others, for both approaches
+    base = image_effect + rng.normal(0, 0.3, (3, 1)) + rng.normal(0, 0.5, (3, 40))
+    new = image_effect + 1.0 + rng.normal(0, 0.3, (3, 1)) + rng.normal(0, 0.5, (3, 40))
+    diff, low, high = stats.hierarchical_bootstrap(base, new, 4000)
+    assert low < 1.0 < high and low > 0
+    assert diff == pytest.approx(new.mean() - base.mean())
+    same, low0, high0 = stats.hierarchical_bootstrap(base, base.copy())
+    assert same == 0 and low0 < 0 < high0  # runs are drawn independently per approach: run noise shows
+    _, low1, high1 = stats.hierarchical_bootstrap(base[:1], new[:1], 4000)
+    assert high1 - low1 < high - low  # one run each: run noise is invisible, the interval too narrow
+
+
+def test_bootstrap_coverage_is_near_nominal():
+    """Over many simulated studies with a true difference of 0.5, the 95% interval covers it most of the time."""
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(40):
+        image = rng.normal(0, 2, 30)
+        base = image + rng.normal(0, 0.4, (3, 1)) + rng.normal(0, 0.3, (3, 30))
+        new = image + 0.5 + rng.normal(0, 0.4, (3, 1)) + rng.normal(0, 0.3, (3, 30))
+        _, low, high = stats.hierarchical_bootstrap(base, new, 1000, seed=int(rng.integers(1e6)))
+        covered += low <= 0.5 <= high
+    assert covered >= 30
+
+
+def test_holm_on_hand_computed_p_values():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4 = 0.02, x3 = 0.03, x2 = 0.06, x1 = 0.04 -> monotone 0.06
+    adjusted = stats.holm([0.01, 0.04, 0.03, 0.005, np.nan])
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and np.isnan(adjusted[4])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([]) == []
+    assert stats.smallest_p(6) == pytest.approx(0.03125) and stats.min_pairs(0.05) == 6
+
+
+def test_verdicts_follow_holm_interval_and_metric_direction():
+    rng = np.random.default_rng(0)
+    base = {m: rng.normal(5, 1, 12) + rng.normal(0, 0.05, (2, 12)) for m in ("A", "B", "C")}
+    new = {"A": base["A"] + 0.5, "B": base["B"] - 0.5, "C": base["C"].copy()}
+    result = stats.compare_metrics(base, new, 0.05, {"A": True, "B": True, "C": True}, 1000)
+    assert [result[m]["verdict"] for m in "ABC"] == ["better", "worse", "no significant difference"]
+    assert result["A"]["p_holm"] == pytest.approx(min(1, 2 * result["A"]["p_value"]), rel=1e-9) \
+        or result["A"]["p_holm"] == pytest.approx(min(1, 3 * result["A"]["p_value"]), rel=1e-9)
+    lower = stats.compare_metrics(base, new, 0.05, {"A": False, "B": False, "C": False}, 1000)
+    assert [lower[m]["verdict"] for m in "ABC"] == ["worse", "better", "no significant difference"]
+    tiny = stats.compare_metrics({"A": base["A"][:, :3]}, {"A": new["A"][:, :3]}, 0.05, {}, 500)
+    assert tiny["A"]["verdict"] == "too little data"

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -26,6 +25,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from net.config import ModelConfig
+from utils import run_layout
 from utils.atomic import atomic_save, atomic_write, check_writable
 from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
 from utils.config import check_ranges, defaults, format_config, help_text, parse_overrides, save_config
@@ -137,7 +137,7 @@ def start_runtime(config: dict[str, Any]) -> Runtime:
 # -------------------------------------------------------------------------------------- checkpoint
 
 def state_path(job: Job) -> Path:
-    return job.out_dir / f"training_state_{job.name}.pt"
+    return run_layout.state_file(job.out_dir, job.name)
 
 
 def rng_state() -> dict[str, Any]:
@@ -205,26 +205,18 @@ def load_state(job: Job, optimizer: torch.optim.Optimizer, config: dict[str, Any
 
 def record_config(job: Job, config: dict[str, Any], progress: Progress) -> None:
     """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume."""
-    history_path = job.out_dir / f"config_history_{job.name}.json"
+    history_path = run_layout.config_history_file(job.out_dir, job.name)
     history = json.loads(history_path.read_text()) if progress.batch or progress.epoch else []
     history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": progress.epoch + 1,
                     "batch": progress.batch, "config": config})
-    save_config(config, job.out_dir / f"config_{job.name}.json")
+    save_config(config, run_layout.config_file(job.out_dir, job.name))
     atomic_write(history_path, lambda temp: temp.write_text(json.dumps(history, indent=2) + "\n"))
 
 
 def write_losses(job: Job, progress: Progress, epoch: int, config: dict[str, Any], memory_kind: str) -> Path:
     """loss/loss_data_<name>_e<K>.mat: per-step total (`loss_data`, as the reference), terms, lr, temperature."""
-    h = progress.history
-    data = {"loss_data": np.array(h["total"], dtype=np.float64)[None]}
-    for key, values in h.items():
-        name = key if key in ("lr", "temperature", "epoch") else f"loss_{key}"
-        if key != "total":
-            data[name] = np.array(values, dtype=np.float64)[None]
-    data.update(epoch_time=np.array(progress.epoch_time)[None], peak_memory=np.array(progress.peak_memory)[None],
-                memory_kind=memory_kind, config=json.dumps(config))
-    path = job.out_dir / "loss" / f"loss_data_{job.name}_e{epoch}.mat"
-    return atomic_write(path, lambda temp: scipy.io.savemat(temp, data))
+    return run_layout.write_losses(run_layout.loss_file(job.out_dir, job.name, epoch), progress.history,
+                                   progress.epoch_time, progress.peak_memory, memory_kind, config)
 
 
 def peak_memory(device: torch.device) -> int:
