@@ -34,14 +34,14 @@ def _levels(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(_as_float(x)), 0, 255).astype(np.intp).ravel()
 
 
-def _gauss1d(n: int, sigma: float) -> np.ndarray:
+def gauss1d(n: int, sigma: float) -> np.ndarray:
     """1-D Gaussian of length n summing to 1; its outer product is MATLAB's fspecial('gaussian')."""
     t = np.arange(n) - (n - 1) / 2
     w = np.exp(-(t**2) / (2 * sigma**2))
     return w / w.sum()
 
 
-def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+def filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Separable 'valid' filtering with the window outer(w, w): only positions where it fits fully."""
     lo = len(w) // 2
     hi = len(w) - 1 - lo
@@ -124,15 +124,15 @@ def vif_single(ref: np.ndarray, dist: np.ndarray) -> float:
     num = den = 0.0
     for scale in range(1, 5):
         n = 2 ** (5 - scale) + 1
-        win = _gauss1d(n, n / 5)
+        win = gauss1d(n, n / 5)
         if scale > 1:
-            ref = _filter_valid(ref, win)[::2, ::2]
-            dist = _filter_valid(dist, win)[::2, ::2]
-        mu1 = _filter_valid(ref, win)
-        mu2 = _filter_valid(dist, win)
-        s1 = np.maximum(_filter_valid(ref * ref, win) - mu1**2, 0)
-        s2 = np.maximum(_filter_valid(dist * dist, win) - mu2**2, 0)
-        s12 = _filter_valid(ref * dist, win) - mu1 * mu2
+            ref = filter_valid(ref, win)[::2, ::2]
+            dist = filter_valid(dist, win)[::2, ::2]
+        mu1 = filter_valid(ref, win)
+        mu2 = filter_valid(dist, win)
+        s1 = np.maximum(filter_valid(ref * ref, win) - mu1**2, 0)
+        s2 = np.maximum(filter_valid(dist * dist, win) - mu2**2, 0)
+        s12 = filter_valid(ref * dist, win) - mu1 * mu2
 
         g = s12 / (s1 + 1e-10)
         sv = s2 - g * s12
@@ -158,48 +158,134 @@ def vif(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return vif_single(a, f) + vif_single(b, f)
 
 
-def _sobel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edge strength and orientation; orientation is pi/2 where the horizontal response is 0."""
+def _sobel(x: np.ndarray, toolbox: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Edge strength and orientation; orientation is pi/2 where the horizontal response is 0.
+
+    toolbox: the vertical response with the MATLAB code's sign (conv2 with [1 2 1; 0 0 0; -1 -2 -1]),
+    which flips every orientation except the pi/2 given to pixels without horizontal response.
+    """
     sx = ndimage.convolve(x, _SOBEL_X, mode="constant")
-    sy = ndimage.convolve(x, _SOBEL_X.T, mode="constant")
+    sy = ndimage.convolve(x, -_SOBEL_X.T if toolbox else _SOBEL_X.T, mode="constant")
     vertical = sx == 0
     alpha = np.where(vertical, np.pi / 2, np.arctan(sy / np.where(vertical, 1.0, sx)))
     return np.sqrt(sx**2 + sy**2), alpha
 
 
-def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_f: np.ndarray) -> np.ndarray:
-    """Q_XF: how well F keeps the strength and orientation of each edge pixel of a source."""
+def _edge_preservation(
+    g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_f: np.ndarray, toolbox: bool = False
+) -> np.ndarray:
+    """Q_XF: how well F keeps the strength and orientation of each edge pixel of a source.
+
+    toolbox: where source and F edge strengths are equal, the strength itself is the relative
+    strength instead of 1, as in the MATLAB code VIFB, Tang and MMIF-CDDFuse share.
+    """
     hi = np.maximum(g_src, g_f)
     g_rel = np.divide(np.minimum(g_src, g_f), hi, out=np.zeros_like(hi), where=hi > 0)
+    if toolbox:
+        g_rel = np.where(g_src == g_f, g_f, g_rel)
     a_rel = 1 - np.abs(a_src - a_f) / (np.pi / 2)
     q_g = 0.9994 / (1 + np.exp(-15 * (g_rel - 0.5)))
     q_a = 0.9879 / (1 + np.exp(-22 * (a_rel - 0.8)))
     return q_g * q_a
 
 
-def qabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+def qabf(f: np.ndarray, a: np.ndarray, b: np.ndarray, toolbox: bool = False) -> float:
     """Qabf: Xydeas and Petrovic's edge preservation, weighted by source edge strength.
 
     Sobel responses use zero padding and keep the input size. Sources without any edge give 0.0.
+    toolbox: as the MATLAB code of VIFB and Tang (and CDDFuse's port) computes it, with its
+    orientation sign and its relative strength of equal edges (see _sobel, _edge_preservation).
     """
-    g_a, al_a = _sobel(_as_float(a))
-    g_b, al_b = _sobel(_as_float(b))
-    g_f, al_f = _sobel(_as_float(f))
+    g_a, al_a = _sobel(_as_float(a), toolbox)
+    g_b, al_b = _sobel(_as_float(b), toolbox)
+    g_f, al_f = _sobel(_as_float(f), toolbox)
     weight = np.sum(g_a + g_b)
     if weight == 0:
         return 0.0
-    kept = _edge_preservation(g_a, al_a, g_f, al_f) * g_a + _edge_preservation(g_b, al_b, g_f, al_f) * g_b
+    q_a = _edge_preservation(g_a, al_a, g_f, al_f, toolbox)
+    q_b = _edge_preservation(g_b, al_b, g_f, al_f, toolbox)
+    kept = q_a * g_a + q_b * g_b
     return float(np.sum(kept) / weight)
+
+
+def _sobel_mirrored(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edge strength and orientation of Petrovic's Nabf code: Sobel / 8, image mirrored at borders.
+
+    The sums run in the MATLAB code's order (window columns top to bottom, then across), so that
+    F's and a source's strengths tie exactly where that code's do: on non-integer inputs rounding
+    decides ties, and ties decide which pixels count as artefacts. Orientation is
+    atan(horizontal / vertical response), +-pi/2 where the vertical one is 0 and 0 where both are.
+    """
+    p = np.pad(x, 1, mode="reflect")
+    h, w = x.shape
+
+    def at(i: int, j: int, weight: float) -> np.ndarray:
+        return p[i : i + h, j : j + w] * weight
+
+    left = at(0, 0, -0.125) + at(1, 0, -0.25) + at(2, 0, -0.125)
+    gx = left + (at(0, 2, 0.125) + at(1, 2, 0.25) + at(2, 2, 0.125))
+    middle = at(0, 1, -0.25) + at(2, 1, 0.25)
+    gy = ((at(0, 0, -0.125) + at(2, 0, 0.125)) + middle) + (at(0, 2, -0.125) + at(2, 2, 0.125))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.arctan(gx / gy)
+    return np.sqrt(gy**2 + gx**2), np.where((gx == 0) & (gy == 0), 0.0, alpha)
+
+
+def _nabf_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_f: np.ndarray) -> np.ndarray:
+    """Nabf's edge preservation: sqrt of strength and orientation sigmoids (gains 19 and 22)."""
+    hi = np.maximum(g_src, g_f)
+    g_rel = np.divide(np.minimum(g_src, g_f), hi, out=np.zeros_like(hi), where=np.minimum(g_src, g_f) > 0)
+    a_rel = np.abs(np.abs(a_src - a_f) - np.pi / 2) * 2 / np.pi
+    q_g = 0.9999 / (1 + np.exp(-19 * (g_rel - 0.5)))
+    q_a = 0.9995 / (1 + np.exp(-22 * (a_rel - 0.5)))
+    return np.sqrt(q_g * q_a)
+
+
+def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray, threshold: float = 2.0) -> float:
+    """Nabf: fusion artefacts, the edge loss at pixels where F's edge beats both sources' edges.
+
+    Kumar's modified noise measure (Signal, Image and Video Processing 2013) as Petrovic's code
+    computes it: sources' edge strengths g >= threshold are weighted g^1.5, weaker ones 0.001.
+    The threshold is in image units, so the same images scaled to 0..1 (as RFN-Nest passes them)
+    fall below it everywhere and every pixel weighs the same. Lower is better.
+    """
+    g_a, al_a = _sobel_mirrored(_as_float(a))
+    g_b, al_b = _sobel_mirrored(_as_float(b))
+    g_f, al_f = _sobel_mirrored(_as_float(f))
+    w_a = np.where(g_a >= threshold, g_a**1.5, 0.001)
+    w_b = np.where(g_b >= threshold, g_b**1.5, 0.001)
+    artefact = (g_f > g_a) & (g_f > g_b)
+    loss = (1 - _nabf_preservation(g_a, al_a, g_f, al_f)) * w_a + (1 - _nabf_preservation(g_b, al_b, g_f, al_f)) * w_b
+    return float(np.sum(loss[artefact]) / np.sum(w_a + w_b))
+
+
+def cross_entropy(f: np.ndarray, src: np.ndarray) -> float:
+    """Relative entropy in bits of a source's 256-bin histogram to F's, over levels both use.
+
+    The fusion literature calls it cross entropy (Bulanon et al. 2009); 0 when the histograms match.
+    """
+    p = np.bincount(_levels(src), minlength=256) / np.size(src)
+    q = np.bincount(_levels(f), minlength=256) / np.size(f)
+    both = (p > 0) & (q > 0)
+    return float(np.sum(p[both] * np.log2(p[both] / q[both])))
+
+
+def edge_intensity(f: np.ndarray) -> float:
+    """EI: mean Sobel gradient magnitude, borders replicated (as MATLAB's imfilter 'replicate')."""
+    f = _as_float(f)
+    gx = ndimage.correlate(f, _SOBEL_X, mode="nearest")
+    gy = ndimage.correlate(f, _SOBEL_X.T, mode="nearest")
+    return float(np.mean(np.sqrt(gx**2 + gy**2)))
 
 
 def _ssim_maps(x: np.ndarray, y: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     """Luminance and contrast-structure maps of SSIM with a side x side Gaussian (sigma 1.5), valid."""
-    w = _gauss1d(side, 1.5)
-    mu1 = _filter_valid(x, w)
-    mu2 = _filter_valid(y, w)
-    s1 = _filter_valid(x * x, w) - mu1**2
-    s2 = _filter_valid(y * y, w) - mu2**2
-    s12 = _filter_valid(x * y, w) - mu1 * mu2
+    w = gauss1d(side, 1.5)
+    mu1 = filter_valid(x, w)
+    mu2 = filter_valid(y, w)
+    s1 = filter_valid(x * x, w) - mu1**2
+    s2 = filter_valid(y * y, w) - mu2**2
+    s12 = filter_valid(x * y, w) - mu1 * mu2
     lum = (2 * mu1 * mu2 + _C1) / (mu1**2 + mu2**2 + _C1)
     cs = (2 * s12 + _C2) / (s1 + s2 + _C2)
     return lum, cs
