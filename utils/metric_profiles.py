@@ -276,6 +276,14 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (SUITE, VIFB, TANG, CROSSFUSE
 """Every profile by name; 'suite' first (the default)."""
 
 
+def score(
+    profile: Profile, f: np.ndarray, a: np.ndarray, b: np.ndarray, metrics: list[str] | None = None,
+    label: str = "fused image",
+) -> dict[str, float]:
+    """The profile's metrics (all by default) for images read with profile.read; see metrics.score_pair."""
+    return M.score_pair(f, a, b, metrics, label, profile.metrics, profile.min_side)
+
+
 def get_profile(name: str) -> Profile:
     """The profile called `name`, or a CrossFuseError listing the choices."""
     if name not in PROFILES:

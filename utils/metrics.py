@@ -379,23 +379,26 @@ def score_pair(
     b: np.ndarray,
     metrics: Iterable[str] | None = None,
     label: str = "fused image",
+    table: dict[str, Metric] = METRICS,
+    min_side: dict[str, int] = MIN_SIDE,
 ) -> dict[str, float]:
-    """Compute the chosen metrics (all by default) for one fused image and its IR/VIS sources.
+    """Compute the chosen metrics (all of `table` by default) for one fused image and its IR/VIS sources.
 
     Checks up front that the three are 2-D, equally sized and large enough, raising CrossFuseError
-    with `label` (e.g. the file name) in the message rather than failing inside a metric.
+    with `label` (e.g. the file name) in the message rather than failing inside a metric. `table`
+    and `min_side` default to this suite's metrics; utils.metric_profiles passes a toolbox's.
     """
-    names = list(METRICS) if metrics is None else list(metrics)
-    unknown = [n for n in names if n not in METRICS]
+    names = list(table) if metrics is None else list(metrics)
+    unknown = [n for n in names if n not in table]
     if unknown:
-        raise CrossFuseError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        raise CrossFuseError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(table)}")
     f, a, b = _as_float(f), _as_float(a), _as_float(b)
     sizes = f"fused {_size(f)}, IR {_size(a)}, VIS {_size(b)}"
     if f.ndim != 2 or a.ndim != 2 or b.ndim != 2:
         raise CrossFuseError(f"{label}: metrics need 2-D grayscale images, got {sizes}")
     if not f.shape == a.shape == b.shape:
         raise CrossFuseError(f"{label}: image sizes differ ({sizes})")
-    need = max((MIN_SIDE.get(n, 1) for n in names), default=1)
+    need = max((min_side.get(n, 1) for n in names), default=1)
     if min(f.shape) < need:
         raise CrossFuseError(f"{label}: {_size(f)} is too small, {', '.join(names)} need sides >= {need}")
-    return {n: float(METRICS[n](f, a, b)) for n in names}
+    return {n: float(table[n](f, a, b)) for n in names}
