@@ -11,7 +11,7 @@ MATLAB's freqspace grid, and the filtered images stay complex (the grid is not s
 sides, so a tiny imaginary part survives and is carried through as those implementations do).
 """
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 _SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -41,13 +41,8 @@ def _csf_filter(x: np.ndarray, centred_response: np.ndarray) -> np.ndarray:
 def _gauss_same(x: np.ndarray, sigma: float) -> np.ndarray:
     """Zero-padded 'same' filtering with a 31 x 31 Gaussian of the given sigma, not normalised."""
     t = np.arange(-15, 16)
-    g = np.exp(-(t**2) / (2 * sigma**2))
-    g2 = g / (2 * np.pi * sigma**2)
-
-    def real(y: np.ndarray) -> np.ndarray:
-        return ndimage.correlate1d(ndimage.correlate1d(y, g2, axis=0, mode="constant"), g, axis=1, mode="constant")
-
-    return real(x.real) + 1j * real(x.imag)
+    g = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+    return signal.fftconvolve(x, g, mode="same")
 
 
 def _local_contrast(x: np.ndarray) -> np.ndarray:

@@ -159,6 +159,22 @@ def _ssim_from_moments(x, y, blur, c1: float, c2: float, cov_norm: float, crop: 
     return float(np.mean(s))
 
 
+def _toolbox_qabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return M.qabf(f, a, b, toolbox=True)
+
+
+def _fused_entropy(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return M.entropy(f)
+
+
+def _fused_std(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return M.std_dev(f)
+
+
+def _mef_ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return mef_ssim([a, b], f)
+
+
 def _cddfuse_psnr(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """CDDFuse PSNR: the peak is F's own maximum, not 255."""
     return float(10 * np.log10(np.max(M._as_float(f)) ** 2 / _mean_mse(f, a, b)))
@@ -192,8 +208,8 @@ VIFB = Profile(
     "VIFB benchmark, MATLAB metrics/metrics*.m",
     read_matlab,
     {
-        "Entropy": lambda f, a, b: M.entropy(f),
-        "Variance": lambda f, a, b: M.std_dev(f),
+        "Entropy": _fused_entropy,
+        "Variance": _fused_std,
         "Spatial_frequency": lambda f, a, b: _sf_per_pixel(f),
         "Avg_gradient": lambda f, a, b: _matlab_gradient(f),
         "Mutinf": _vifb_mi,
@@ -202,9 +218,9 @@ VIFB = Profile(
         "Psnr": lambda f, a, b: 20 * math.log10(255 / math.sqrt(_root_sse_per_pixel(f, a, b))),
         "Rmse": _root_sse_per_pixel,
         "Ssim": M.ssim,
-        "Qabf": lambda f, a, b: M.qabf(f, b, a, toolbox=True),
-        "Qcb": lambda f, a, b: qcb(f, b, a),
-        "Qcv": lambda f, a, b: qcv(f, b, a),
+        "Qabf": _toolbox_qabf,
+        "Qcb": qcb,
+        "Qcv": qcv,
     },
     {"Spatial_frequency": 2, "Avg_gradient": 2, "Ssim": 11},
 )
@@ -214,9 +230,9 @@ TANG = Profile(
     "Evaluation-for-Image-Fusion (Tang), MATLAB analysis_Reference.m",
     read_matlab,
     {
-        "EN": lambda f, a, b: M.entropy(f),
+        "EN": _fused_entropy,
         "SF": lambda f, a, b: M.spatial_frequency(f),
-        "SD": lambda f, a, b: M.std_dev(f),
+        "SD": _fused_std,
         "PSNR": lambda f, a, b: 20 * math.log10(255 / math.sqrt(_mean_mse(f, a, b) / 255**2)),
         "MSE": lambda f, a, b: _mean_mse(f, a, b) / 255**2,
         "MI": _tang_mi,
@@ -224,11 +240,11 @@ TANG = Profile(
         "AG": lambda f, a, b: _matlab_gradient(f),
         "CC": M.cc,
         "SCD": M.scd,
-        "Qabf": lambda f, a, b: M.qabf(f, a, b, toolbox=True),
+        "Qabf": _toolbox_qabf,
         # the toolbox calls analysis_nabf(IR, VIS, F) on a function declared (F, A, B)
         "Nabf": lambda f, a, b: M.nabf(a, b, f),
         "SSIM": lambda f, a, b: (_ssim_matlab(f, a, 1.0) + _ssim_matlab(f, b, 1.0)) / 2,
-        "MS_SSIM": lambda f, a, b: mef_ssim([a, b], f),
+        "MS_SSIM": _mef_ssim,
     },
     {"SF": 2, "AG": 2, "VIF": M.VIF_MIN_SIDE, "MS_SSIM": 44},
 )
@@ -238,14 +254,14 @@ CROSSFUSE = Profile(
     "RFN-Nest analysis_matlab (CrossFuse authors), FMI after Haghighat and Razian",
     read_matlab,
     {
-        "EN": lambda f, a, b: M.entropy(f),
+        "EN": _fused_entropy,
         "SD": lambda f, a, b: M.std_dev(f) * math.sqrt(np.size(f)) / 255,
         # JointEntropy() histograms row indices as if they were 0..1 intensities: both joint terms
         # are 0 and each MI(F, X) collapses to the entropy of F
         "MI": lambda f, a, b: 2 * M.entropy(f),
         "Nabf": lambda f, a, b: M.nabf(*(M._as_float(x) / 255 for x in (f, a, b))),
         "SCD": M.scd,
-        "MS_SSIM": lambda f, a, b: mef_ssim([a, b], f),
+        "MS_SSIM": _mef_ssim,
         **_fmi_metrics(),
     },
     {"MS_SSIM": 44, "FMI_pixel": 3, "FMI_dct": 3, "FMI_w": 3},
@@ -256,14 +272,14 @@ CDDFUSE = Profile(
     "MMIF-CDDFuse utils/Evaluator.py",
     read_opencv,
     {
-        "EN": lambda f, a, b: M.entropy(f),
-        "SD": lambda f, a, b: M.std_dev(f),
+        "EN": _fused_entropy,
+        "SD": _fused_std,
         "SF": lambda f, a, b: M.spatial_frequency(f),
         "AG": lambda f, a, b: M.average_gradient(f),
         "MI": lambda f, a, b: M.mutual_information(f, a, b) * math.log(2),
         "SCD": M.scd,
         "VIF": M.vif,
-        "Qabf": lambda f, a, b: M.qabf(f, a, b, toolbox=True),
+        "Qabf": _toolbox_qabf,
         "SSIM": lambda f, a, b: _ssim_skimage(f, a) + _ssim_skimage(f, b),
         "MSE": _mean_mse,
         "CC": M.cc,
