@@ -167,15 +167,20 @@ def _fmi_windows(xv: np.ndarray, fv: np.ndarray, f_dist: tuple) -> np.ndarray:
     return np.where(np.all(xv == fv, axis=1), 1.0, out)
 
 
+def feature_mi(fa: np.ndarray, fb: np.ndarray, ff: np.ndarray) -> float:
+    """FMI of feature image ff with source feature images fa and fb: mean over 3 x 3 windows."""
+    wa, wb, wf = (_windows(x) for x in (fa, fb, ff))
+    total = 0.0
+    for start in range(0, len(wf), _CHUNK):
+        part = slice(start, start + _CHUNK)
+        f_dist = _distributions(wf[part])
+        total += np.sum(_fmi_windows(wa[part], wf[part], f_dist) + _fmi_windows(wb[part], wf[part], f_dist))
+    return float(total / (2 * len(wf)))
+
+
 def fmi(f: np.ndarray, a: np.ndarray, b: np.ndarray, feature: str = "pixel") -> float:
-    """FMI of F with sources A and B on the chosen feature, 3 x 3 windows, mean over windows.
+    """FMI of F with sources A and B on the chosen feature (see features), 3 x 3 windows.
 
     Needs sides of at least 3. Higher is better (1 when F equals both sources).
     """
-    fa, fb, ff = (_windows(features(x, feature)) for x in (a, b, f))
-    total = 0.0
-    for start in range(0, len(ff), _CHUNK):
-        part = slice(start, start + _CHUNK)
-        f_dist = _distributions(ff[part])
-        total += np.sum(_fmi_windows(fa[part], ff[part], f_dist) + _fmi_windows(fb[part], ff[part], f_dist))
-    return float(total / (2 * len(ff)))
+    return feature_mi(*(features(x, feature) for x in (a, b, f)))
