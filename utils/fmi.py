@@ -119,23 +119,29 @@ def _frechet_cells(cf: np.ndarray, cx: np.ndarray, lower: np.ndarray) -> tuple[n
 
     The upper bound (comonotone, CDF min(F, X)) puts on cell (i, j) the overlap of F's interval
     [F_i-1, F_i] with X's [X_j-1, X_j]; the lower bound (countermonotone, CDF max(F + X - 1, 0)) the
-    overlap with X's interval reflected, [1 - X_j, 1 - X_j-1]. Merging the two sorted sets of
-    interval ends lists all overlaps: at most 18 cells instead of 81. Returns per window the cells'
-    mass and 0-based row (F) and column (X) indices.
+    overlap with X's interval reflected, [1 - X_j, 1 - X_j-1]. Merging the two sorted lists of
+    interval ends lists every overlap, each ending at one of the 18 ends: at most 18 cells instead
+    of 81. Returns per window the cells' mass and 0-based row (F) and column (X) indices.
     """
     ends_x = cx.copy()
     if lower.any():
         flipped = 1 - cx[lower, -2::-1]
         ends_x[lower] = np.concatenate([flipped, np.ones((len(flipped), 1))], axis=1)
-    merged = np.concatenate([cf, ends_x], axis=1)
-    order = np.argsort(merged, axis=1, kind="stable")
-    ends = np.take_along_axis(merged, order, axis=1)
-    mass = np.diff(ends, axis=1, prepend=0.0)
-    from_f = order < _CELLS
-    row = np.cumsum(from_f, axis=1) - from_f  # F interval ends passed before this cell's upper end
-    col = np.arange(2 * _CELLS) - row  # X interval ends passed before it
-    col[lower] = _CELLS - 1 - col[lower]
-    return mass, np.minimum(row, _CELLS - 1), np.clip(col, 0, _CELLS - 1)
+    # merged order puts an F end before an equal X end
+    x_before_f = np.sum(ends_x[:, None, :] < cf[:, :, None], axis=2)
+    f_upto_x = np.sum(cf[:, None, :] <= ends_x[:, :, None], axis=2)
+    n = len(cf)
+    base = np.arange(0, n * (_CELLS + 1), _CELLS + 1)[:, None]
+    f_prev = np.concatenate([np.zeros((n, 1)), cf], axis=1)  # f_prev[:, k] = F_k-1, 0 before the first
+    x_prev = np.concatenate([np.zeros((n, 1)), ends_x], axis=1)
+    mass_f = cf - np.maximum(f_prev[:, :-1], x_prev.take(x_before_f + base))
+    mass_x = ends_x - np.maximum(x_prev[:, :-1], f_prev.take(f_upto_x + base))
+    positions = np.broadcast_to(np.arange(_CELLS), (n, _CELLS))
+    mass = np.concatenate([mass_f, mass_x], axis=1)
+    row = np.concatenate([positions, f_upto_x], axis=1)
+    col = np.concatenate([x_before_f, positions], axis=1)
+    col = np.where(lower[:, None], _CELLS - 1 - col, col)
+    return mass, np.minimum(row, _CELLS - 1), np.maximum(np.minimum(col, _CELLS - 1), 0)
 
 
 def _fmi_windows(xv: np.ndarray, fv: np.ndarray, f_dist: tuple) -> np.ndarray:
@@ -154,13 +160,15 @@ def _fmi_windows(xv: np.ndarray, fv: np.ndarray, f_dist: tuple) -> np.ndarray:
         c = np.where(dot == 0, 0.0, dot / np.sqrt(np.einsum("ij,ij->i", xt, xt) * np.einsum("ij,ij->i", ft, ft)))
     mass, row, col = _frechet_cells(cf, cx, c < 0)
     # covariance of the positions under the bound coupling (Hoeffding): what correlation c is scaled by
-    cov_bound = np.einsum("ij,ij->i", mass, (row + 1.0) * (col + 1.0)) - (pf @ _POS) * (px @ _POS)
+    cov_bound = np.einsum("ij,ij->i", mass, (row + 1.0) * (col + 1)) - (pf @ _POS) * (px @ _POS)
     with np.errstate(divide="ignore", invalid="ignore"):
         mix = np.where((c == 0) | (sf == 0) | (sx == 0), 0.0, c * sf * sx / cov_bound)
     keep = 1 - mix
     log_keep = np.log2(np.maximum(np.abs(keep), 1e-300))
-    independent = keep[:, None] * np.take_along_axis(pf, row, axis=1) * np.take_along_axis(px, col, axis=1)
-    log_independent = log_keep[:, None] + np.take_along_axis(lpf, row, axis=1) + np.take_along_axis(lpx, col, axis=1)
+    base = np.arange(0, len(c) * _CELLS, _CELLS)[:, None]
+    row, col = row + base, col + base  # flat indices into the (windows, 9) arrays
+    independent = keep[:, None] * pf.take(row) * px.take(col)
+    log_independent = log_keep[:, None] + lpf.take(row) + lpx.take(col)
     joint = independent + mix[:, None] * mass
     # all 81 cells of the independent part in closed form, then the bound's cells corrected
     h_independent = keep * (hf + hx - log_keep)
