@@ -128,9 +128,12 @@ def _frechet_cells(cf: np.ndarray, cx: np.ndarray, lower: np.ndarray) -> tuple[n
         flipped = 1 - cx[lower, -2::-1]
         ends_x[lower] = np.concatenate([flipped, np.ones((len(flipped), 1))], axis=1)
     # merged order puts an F end before an equal X end
-    x_before_f = np.sum(ends_x[:, None, :] < cf[:, :, None], axis=2)
-    f_upto_x = np.sum(cf[:, None, :] <= ends_x[:, :, None], axis=2)
     n = len(cf)
+    x_before_f = np.zeros((n, _CELLS), dtype=np.intp)
+    f_upto_x = np.zeros((n, _CELLS), dtype=np.intp)
+    for k in range(_CELLS):
+        x_before_f += ends_x[:, k : k + 1] < cf
+        f_upto_x += cf[:, k : k + 1] <= ends_x
     base = np.arange(0, n * (_CELLS + 1), _CELLS + 1)[:, None]
     f_prev = np.concatenate([np.zeros((n, 1)), cf], axis=1)  # f_prev[:, k] = F_k-1, 0 before the first
     x_prev = np.concatenate([np.zeros((n, 1)), ends_x], axis=1)
