@@ -14,13 +14,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft, signal
 
 WINDOW = 3
 _CELLS = WINDOW * WINDOW
 _CHUNK = 16384
-"""Windows per batch: keeps the batch's chunk x 18 arrays at a few MB."""
+"""Windows per batch: keeps the batch's 18 x chunk arrays at a few MB."""
 THREADS = min(2, os.cpu_count() or 1)
 """Threads for the window batches: the suite's machines have 2 cores."""
 _POS = np.arange(1, _CELLS + 1, dtype=np.float64)
@@ -88,9 +87,14 @@ def features(x: np.ndarray, feature: str) -> np.ndarray:
 
 
 def _windows(x: np.ndarray) -> np.ndarray:
-    """Every 3 x 3 window as a row of 9 values in column-major order."""
-    w = sliding_window_view(x, (WINDOW, WINDOW))
-    return w.transpose(0, 1, 3, 2).reshape(-1, _CELLS)
+    """Every 3 x 3 window as a column of 9 values in column-major order (9 x windows: reductions
+    over a window's positions then run along the long axis, much faster than across it)."""
+    h, w = x.shape[0] - WINDOW + 1, x.shape[1] - WINDOW + 1
+    out = np.empty((_CELLS, h * w))
+    for k in range(_CELLS):
+        col, row = divmod(k, WINDOW)
+        out[k] = x[row : row + h, col : col + w].ravel()
+    return out
 
 
 def _xlog2x(x: np.ndarray) -> np.ndarray:
@@ -99,19 +103,24 @@ def _xlog2x(x: np.ndarray) -> np.ndarray:
 
 
 def _distributions(v: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per window: probabilities (min-max normalised values over their sum; uniform when flat),
-    their log2 (finite at 0), cumulative distribution, entropy in bits and standard deviation
-    over positions 1..9."""
-    lo = v.min(axis=1, keepdims=True)
-    span = v.max(axis=1, keepdims=True) - lo
+    """Per window (column): probabilities (min-max normalised values over their sum; uniform when
+    flat), their log2 (finite at 0), cumulative distribution, entropy in bits, standard deviation
+    over positions 1..9, and whether the window is flat."""
+    lo = v.min(axis=0)
+    span = v.max(axis=0) - lo
     norm = np.divide(v - lo, span, out=np.ones_like(v), where=span > 0)
-    pdf = norm / norm.sum(axis=1, keepdims=True)
-    cdf = np.cumsum(pdf, axis=1)
+    pdf = norm / norm.sum(axis=0)
+    cdf = np.cumsum(pdf, axis=0)
     log_pdf = np.log2(np.maximum(pdf, 1e-300))
-    entropy = -np.einsum("ij,ij->i", pdf, log_pdf)
-    mean = pdf @ _POS
-    sd = np.sqrt(np.maximum(pdf @ _POS**2 - mean**2, 0))
-    return pdf, log_pdf, cdf, entropy, sd
+    entropy = -np.einsum("ij,ij->j", pdf, log_pdf)
+    mean = _POS @ pdf
+    sd = np.sqrt(np.maximum(_POS**2 @ pdf - mean**2, 0))
+    return pdf, log_pdf, cdf, entropy, sd, span == 0
+
+
+def _gather(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """table[rows[k, j], j] for every k, j."""
+    return table.take(rows * table.shape[1] + np.arange(table.shape[1]))
 
 
 def _frechet_cells(cf: np.ndarray, cx: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,29 +130,27 @@ def _frechet_cells(cf: np.ndarray, cx: np.ndarray, lower: np.ndarray) -> tuple[n
     [F_i-1, F_i] with X's [X_j-1, X_j]; the lower bound (countermonotone, CDF max(F + X - 1, 0)) the
     overlap with X's interval reflected, [1 - X_j, 1 - X_j-1]. Merging the two sorted lists of
     interval ends lists every overlap, each ending at one of the 18 ends: at most 18 cells instead
-    of 81. Returns per window the cells' mass and 0-based row (F) and column (X) indices.
+    of 81. Returns per window (column) the cells' mass and 0-based row (F) and column (X) indices.
     """
     ends_x = cx.copy()
     if lower.any():
-        flipped = 1 - cx[lower, -2::-1]
-        ends_x[lower] = np.concatenate([flipped, np.ones((len(flipped), 1))], axis=1)
+        ends_x[:, lower] = np.concatenate([1 - cx[-2::-1, lower], np.ones((1, lower.sum()))])
     # merged order puts an F end before an equal X end
-    n = len(cf)
-    x_before_f = np.zeros((n, _CELLS), dtype=np.intp)
-    f_upto_x = np.zeros((n, _CELLS), dtype=np.intp)
+    x_before_f = np.zeros(cf.shape, dtype=np.intp)
+    f_upto_x = np.zeros(cf.shape, dtype=np.intp)
     for k in range(_CELLS):
-        x_before_f += ends_x[:, k : k + 1] < cf
-        f_upto_x += cf[:, k : k + 1] <= ends_x
-    base = np.arange(0, n * (_CELLS + 1), _CELLS + 1)[:, None]
-    f_prev = np.concatenate([np.zeros((n, 1)), cf], axis=1)  # f_prev[:, k] = F_k-1, 0 before the first
-    x_prev = np.concatenate([np.zeros((n, 1)), ends_x], axis=1)
-    mass_f = cf - np.maximum(f_prev[:, :-1], x_prev.take(x_before_f + base))
-    mass_x = ends_x - np.maximum(x_prev[:, :-1], f_prev.take(f_upto_x + base))
-    positions = np.broadcast_to(np.arange(_CELLS), (n, _CELLS))
-    mass = np.concatenate([mass_f, mass_x], axis=1)
-    row = np.concatenate([positions, f_upto_x], axis=1)
-    col = np.concatenate([x_before_f, positions], axis=1)
-    col = np.where(lower[:, None], _CELLS - 1 - col, col)
+        x_before_f += ends_x[k] < cf
+        f_upto_x += cf[k] <= ends_x
+    zero = np.zeros((1, cf.shape[1]))
+    f_prev = np.concatenate([zero, cf])  # f_prev[k] = F_k-1, 0 before the first
+    x_prev = np.concatenate([zero, ends_x])
+    mass_f = cf - np.maximum(f_prev[:-1], _gather(x_prev, x_before_f))
+    mass_x = ends_x - np.maximum(x_prev[:-1], _gather(f_prev, f_upto_x))
+    positions = np.broadcast_to(np.arange(_CELLS)[:, None], cf.shape)
+    mass = np.concatenate([mass_f, mass_x])
+    row = np.concatenate([positions, f_upto_x])
+    col = np.concatenate([x_before_f, positions])
+    col = np.where(lower, _CELLS - 1 - col, col)
     return mass, np.minimum(row, _CELLS - 1), np.maximum(np.minimum(col, _CELLS - 1), 0)
 
 
@@ -155,31 +162,32 @@ def _fmi_windows(xv: np.ndarray, fv: np.ndarray, f_dist: tuple) -> np.ndarray:
     correlation. Its entropy is the mixture's dense independent part in closed form plus a
     correction on the bound's few non-zero cells.
     """
-    px, lpx, cx, hx, sx = _distributions(xv)
-    pf, lpf, cf, hf, sf = f_dist
-    xt, ft = px - px.mean(axis=1, keepdims=True), pf - pf.mean(axis=1, keepdims=True)
-    dot = np.einsum("ij,ij->i", xt, ft)
+    px, lpx, cx, hx, sx, flat_x = _distributions(xv)
+    pf, lpf, cf, hf, sf, flat_f = f_dist
+    xt, ft = px - px.mean(axis=0), pf - pf.mean(axis=0)
+    dot = np.einsum("ij,ij->j", xt, ft)
+    # a flat window's distribution is uniform: no correlation. (The MATLAB code's mean of nine 1/9
+    # is not exactly 1/9, and the rounding noise correlates perfectly: it scores two flat windows 1.)
+    uncorrelated = (dot == 0) | flat_x | flat_f
     with np.errstate(divide="ignore", invalid="ignore"):
-        c = np.where(dot == 0, 0.0, dot / np.sqrt(np.einsum("ij,ij->i", xt, xt) * np.einsum("ij,ij->i", ft, ft)))
+        c = np.where(uncorrelated, 0.0, dot / np.sqrt(np.einsum("ij,ij->j", xt, xt) * np.einsum("ij,ij->j", ft, ft)))
     mass, row, col = _frechet_cells(cf, cx, c < 0)
     # covariance of the positions under the bound coupling (Hoeffding): what correlation c is scaled by
-    cov_bound = np.einsum("ij,ij->i", mass, (row + 1.0) * (col + 1)) - (pf @ _POS) * (px @ _POS)
+    cov_bound = np.einsum("ij,ij->j", mass, (row + 1.0) * (col + 1)) - (_POS @ pf) * (_POS @ px)
     with np.errstate(divide="ignore", invalid="ignore"):
         mix = np.where((c == 0) | (sf == 0) | (sx == 0), 0.0, c * sf * sx / cov_bound)
     keep = 1 - mix
     log_keep = np.log2(np.maximum(np.abs(keep), 1e-300))
-    base = np.arange(0, len(c) * _CELLS, _CELLS)[:, None]
-    row, col = row + base, col + base  # flat indices into the (windows, 9) arrays
-    independent = keep[:, None] * pf.take(row) * px.take(col)
-    log_independent = log_keep[:, None] + lpf.take(row) + lpx.take(col)
-    joint = independent + mix[:, None] * mass
+    independent = keep * _gather(pf, row) * _gather(px, col)
+    log_independent = log_keep + _gather(lpf, row) + _gather(lpx, col)
+    joint = independent + mix * mass
     # all 81 cells of the independent part in closed form, then the bound's cells corrected
     h_independent = keep * (hf + hx - log_keep)
-    h_joint = h_independent - np.sum(_xlog2x(joint) - independent * log_independent, axis=1)
+    h_joint = h_independent - np.sum(_xlog2x(joint) - independent * log_independent, axis=0)
     mi = hx + hf - h_joint
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(mi == 0, 0.0, 2 * mi / (hx + hf))
-    return np.where(np.all(xv == fv, axis=1), 1.0, out)
+    return np.where(np.all(xv == fv, axis=0), 1.0, out)
 
 
 def _chunk_sum(wa: np.ndarray, wb: np.ndarray, wf: np.ndarray) -> float:
@@ -193,10 +201,11 @@ def feature_mi(fa: np.ndarray, fb: np.ndarray, ff: np.ndarray) -> float:
     Batches of windows run on THREADS threads (numpy releases the GIL inside each operation).
     """
     wa, wb, wf = (_windows(x) for x in (fa, fb, ff))
-    parts = [slice(start, start + _CHUNK) for start in range(0, len(wf), _CHUNK)]
+    n = wf.shape[1]
+    parts = [slice(start, start + _CHUNK) for start in range(0, n, _CHUNK)]
     with ThreadPoolExecutor(THREADS) as pool:
-        total = sum(pool.map(lambda part: _chunk_sum(wa[part], wb[part], wf[part]), parts))
-    return total / (2 * len(wf))
+        total = sum(pool.map(lambda part: _chunk_sum(wa[:, part], wb[:, part], wf[:, part]), parts))
+    return total / (2 * n)
 
 
 def fmi(f: np.ndarray, a: np.ndarray, b: np.ndarray, feature: str = "pixel") -> float:
