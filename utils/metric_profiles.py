@@ -67,7 +67,7 @@ def read_opencv(path: Path) -> np.ndarray:
 
 
 def _mse(f: np.ndarray, src: np.ndarray) -> float:
-    return float(np.mean((M._as_float(f) - M._as_float(src)) ** 2))
+    return float(np.mean((M.as_float(f) - M.as_float(src)) ** 2))
 
 
 def _mean_mse(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -84,19 +84,19 @@ def _root_sse_per_pixel(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 def _matlab_gradient(f: np.ndarray) -> float:
     """AG with MATLAB's gradient, summed and divided by (rows - 1) * (cols - 1) (VIFB, Tang)."""
-    gy, gx = np.gradient(M._as_float(f))
+    gy, gx = np.gradient(M.as_float(f))
     return float(np.sum(np.sqrt((gx**2 + gy**2) / 2)) / ((f.shape[0] - 1) * (f.shape[1] - 1)))
 
 
 def _sf_per_pixel(f: np.ndarray) -> float:
     """VIFB's SF: squared neighbour differences summed and divided by the full pixel count."""
-    f = M._as_float(f)
+    f = M.as_float(f)
     return float(np.sqrt((np.sum(np.diff(f, axis=1) ** 2) + np.sum(np.diff(f, axis=0) ** 2)) / f.size))
 
 
 def _stretched_levels(x: np.ndarray) -> np.ndarray:
     """VIFB's MI input: min..max onto 0..255 rounded half up; a constant image becomes 0."""
-    x = M._as_float(x)
+    x = M.as_float(x)
     span = np.ptp(x)
     if span == 0:
         return np.zeros_like(x)
@@ -118,7 +118,7 @@ def _tang_mi(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Tang MI in bits: marginals from all 256 levels, but the joint histogram indexes uint8 + 1,
     which saturates, so levels 254 and 255 share a bin there (a bug that raises MI)."""
     def joint_entropy(x: np.ndarray, y: np.ndarray) -> float:
-        lx, ly = np.minimum(M._levels(x), 254), np.minimum(M._levels(y), 254)
+        lx, ly = np.minimum(M.levels(x), 254), np.minimum(M.levels(y), 254)
         return _entropy_bits(np.bincount(lx * 256 + ly, minlength=256 * 256))
 
     h_f = M.entropy(f)
@@ -133,7 +133,7 @@ def _ssim_matlab(x: np.ndarray, y: np.ndarray, dynamic_range: float) -> float:
     def blur(z: np.ndarray) -> np.ndarray:
         return ndimage.correlate1d(ndimage.correlate1d(z, g, axis=0, mode="nearest"), g, axis=1, mode="nearest")
 
-    x, y = M._as_float(x), M._as_float(y)
+    x, y = M.as_float(x), M.as_float(y)
     return _ssim_from_moments(x, y, blur, (0.01 * dynamic_range) ** 2, (0.03 * dynamic_range) ** 2, 1.0, 0)
 
 
@@ -144,7 +144,7 @@ def _ssim_skimage(x: np.ndarray, y: np.ndarray, data_range: float = 2.0) -> floa
     def blur(z: np.ndarray) -> np.ndarray:
         return ndimage.uniform_filter(z, size=7, mode="reflect")
 
-    x, y = M._as_float(x), M._as_float(y)
+    x, y = M.as_float(x), M.as_float(y)
     return _ssim_from_moments(x, y, blur, (0.01 * data_range) ** 2, (0.03 * data_range) ** 2, 49 / 48, 3)
 
 
@@ -177,7 +177,7 @@ def _mef_ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 def _cddfuse_psnr(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """CDDFuse PSNR: the peak is F's own maximum, not 255."""
-    return float(10 * np.log10(np.max(M._as_float(f)) ** 2 / _mean_mse(f, a, b)))
+    return float(10 * np.log10(np.max(M.as_float(f)) ** 2 / _mean_mse(f, a, b)))
 
 
 # --- the profiles ---------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ CROSSFUSE = Profile(
         # JointEntropy() histograms row indices as if they were 0..1 intensities: both joint terms
         # are 0 and each MI(F, X) collapses to the entropy of F
         "MI": lambda f, a, b: 2 * M.entropy(f),
-        "Nabf": lambda f, a, b: M.nabf(*(M._as_float(x) / 255 for x in (f, a, b))),
+        "Nabf": lambda f, a, b: M.nabf(*(M.as_float(x) / 255 for x in (f, a, b))),
         "SCD": M.scd,
         "MS_SSIM": _mef_ssim,
         **_fmi_metrics(),

@@ -21,7 +21,7 @@ _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
-def _as_float(x: np.ndarray) -> np.ndarray:
+def as_float(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
@@ -29,9 +29,9 @@ def _size(x: np.ndarray) -> str:
     return "x".join(map(str, x.shape))
 
 
-def _levels(x: np.ndarray) -> np.ndarray:
+def levels(x: np.ndarray) -> np.ndarray:
     """The 8-bit level of each pixel, so float inputs histogram like their uint8 originals."""
-    return np.clip(np.rint(_as_float(x)), 0, 255).astype(np.intp).ravel()
+    return np.clip(np.rint(as_float(x)), 0, 255).astype(np.intp).ravel()
 
 
 def gauss1d(n: int, sigma: float) -> np.ndarray:
@@ -51,8 +51,8 @@ def filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def correlation(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation; 0.0 when either image is constant (undefined, but NaN spoils tables)."""
-    x = _as_float(x).ravel()
-    y = _as_float(y).ravel()
+    x = as_float(x).ravel()
+    y = as_float(y).ravel()
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
     x = x - x.mean()
@@ -62,19 +62,19 @@ def correlation(x: np.ndarray, y: np.ndarray) -> float:
 
 def entropy(f: np.ndarray) -> float:
     """EN: Shannon entropy in bits of the 256-bin histogram of F."""
-    p = np.bincount(_levels(f), minlength=256) / np.size(f)
+    p = np.bincount(levels(f), minlength=256) / np.size(f)
     p = p[p > 0]
     return float(-np.sum(p * np.log2(p)))
 
 
 def std_dev(f: np.ndarray) -> float:
     """SD: population standard deviation of F (contrast)."""
-    return float(np.std(_as_float(f)))
+    return float(np.std(as_float(f)))
 
 
 def spatial_frequency(f: np.ndarray) -> float:
     """SF: sqrt(RF^2 + CF^2), the mean squared horizontal and vertical neighbour differences."""
-    f = _as_float(f)
+    f = as_float(f)
     rf2 = np.mean(np.diff(f, axis=1) ** 2)
     cf2 = np.mean(np.diff(f, axis=0) ** 2)
     return float(np.sqrt(rf2 + cf2))
@@ -82,13 +82,13 @@ def spatial_frequency(f: np.ndarray) -> float:
 
 def average_gradient(f: np.ndarray) -> float:
     """AG: mean of sqrt((Gx^2 + Gy^2) / 2), central differences inside, one-sided at the borders."""
-    gy, gx = np.gradient(_as_float(f))
+    gy, gx = np.gradient(as_float(f))
     return float(np.mean(np.sqrt((gx**2 + gy**2) / 2)))
 
 
 def mi_single(x: np.ndarray, y: np.ndarray) -> float:
     """Mutual information in bits between two images, from their 256 x 256 joint histogram."""
-    joint = np.bincount(_levels(x) * 256 + _levels(y), minlength=256 * 256).reshape(256, 256)
+    joint = np.bincount(levels(x) * 256 + levels(y), minlength=256 * 256).reshape(256, 256)
     p = joint / joint.sum()
     px = p.sum(axis=1, keepdims=True)
     py = p.sum(axis=0, keepdims=True)
@@ -103,7 +103,7 @@ def mutual_information(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 def scd(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """SCD: corr(F - B, A) + corr(F - A, B), how much of each source F carries beyond the other."""
-    f, a, b = _as_float(f), _as_float(a), _as_float(b)
+    f, a, b = as_float(f), as_float(a), as_float(b)
     return correlation(f - b, a) + correlation(f - a, b)
 
 
@@ -118,7 +118,7 @@ def vif_single(ref: np.ndarray, dist: np.ndarray) -> float:
     images are filtered with that scale's window (valid) and decimated by 2. Noise variance is 2.
     A reference with no local variance anywhere gives 0.0 instead of 0 / 0.
     """
-    ref, dist = _as_float(ref), _as_float(dist)
+    ref, dist = as_float(ref), as_float(dist)
     if min(ref.shape) < VIF_MIN_SIDE:
         raise ValueError(f"VIF needs images of at least {VIF_MIN_SIDE}x{VIF_MIN_SIDE}, got {ref.shape}")
     num = den = 0.0
@@ -196,9 +196,9 @@ def qabf(f: np.ndarray, a: np.ndarray, b: np.ndarray, toolbox: bool = False) -> 
     toolbox: as the MATLAB code of VIFB and Tang (and CDDFuse's port) computes it, with its
     orientation sign and its relative strength of equal edges (see _sobel, _edge_preservation).
     """
-    g_a, al_a = _sobel(_as_float(a), toolbox)
-    g_b, al_b = _sobel(_as_float(b), toolbox)
-    g_f, al_f = _sobel(_as_float(f), toolbox)
+    g_a, al_a = _sobel(as_float(a), toolbox)
+    g_b, al_b = _sobel(as_float(b), toolbox)
+    g_f, al_f = _sobel(as_float(f), toolbox)
     weight = np.sum(g_a + g_b)
     if weight == 0:
         return 0.0
@@ -249,9 +249,9 @@ def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray, threshold: float = 2.0) ->
     The threshold is in image units, so the same images scaled to 0..1 (as RFN-Nest passes them)
     fall below it everywhere and every pixel weighs the same. Lower is better.
     """
-    g_a, al_a = _sobel_mirrored(_as_float(a))
-    g_b, al_b = _sobel_mirrored(_as_float(b))
-    g_f, al_f = _sobel_mirrored(_as_float(f))
+    g_a, al_a = _sobel_mirrored(as_float(a))
+    g_b, al_b = _sobel_mirrored(as_float(b))
+    g_f, al_f = _sobel_mirrored(as_float(f))
     w_a = np.where(g_a >= threshold, g_a**1.5, 0.001)
     w_b = np.where(g_b >= threshold, g_b**1.5, 0.001)
     artefact = (g_f > g_a) & (g_f > g_b)
@@ -264,15 +264,15 @@ def cross_entropy(f: np.ndarray, src: np.ndarray) -> float:
 
     The fusion literature calls it cross entropy (Bulanon et al. 2009); 0 when the histograms match.
     """
-    p = np.bincount(_levels(src), minlength=256) / np.size(src)
-    q = np.bincount(_levels(f), minlength=256) / np.size(f)
+    p = np.bincount(levels(src), minlength=256) / np.size(src)
+    q = np.bincount(levels(f), minlength=256) / np.size(f)
     both = (p > 0) & (q > 0)
     return float(np.sum(p[both] * np.log2(p[both] / q[both])))
 
 
 def edge_intensity(f: np.ndarray) -> float:
     """EI: mean Sobel gradient magnitude, borders replicated (as MATLAB's imfilter 'replicate')."""
-    f = _as_float(f)
+    f = as_float(f)
     gx = ndimage.correlate(f, _SOBEL_X, mode="nearest")
     gy = ndimage.correlate(f, _SOBEL_X.T, mode="nearest")
     return float(np.mean(np.sqrt(gx**2 + gy**2)))
@@ -297,7 +297,7 @@ def ssim_single(x: np.ndarray, y: np.ndarray) -> float:
     Population (co)variances under the window; the map covers only positions where the window fits
     (valid filtering) and the result is its mean.
     """
-    lum, cs = _ssim_maps(_as_float(x), _as_float(y), 11)
+    lum, cs = _ssim_maps(as_float(x), as_float(y), 11)
     return float(np.mean(lum * cs))
 
 
@@ -320,7 +320,7 @@ def ms_ssim_single(x: np.ndarray, y: np.ndarray) -> float:
     to that side (sigma stays 1.5), so 16 x 16 images still reach scale 5. Negative terms are clipped
     to 0 before the fractional power, which would otherwise be undefined.
     """
-    x, y = _as_float(x), _as_float(y)
+    x, y = as_float(x), as_float(y)
     if min(x.shape) < 16:
         raise ValueError(f"MS-SSIM needs images of at least 16x16, got {x.shape}")
     result = 1.0
@@ -339,7 +339,7 @@ def ms_ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 def psnr(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """PSNR: 10 log10(255^2 / mean of MSE(F, A) and MSE(F, B)); +inf when F equals both sources."""
-    f, a, b = _as_float(f), _as_float(a), _as_float(b)
+    f, a, b = as_float(f), as_float(a), as_float(b)
     mse = (np.mean((f - a) ** 2) + np.mean((f - b) ** 2)) / 2
     if mse == 0:
         return float("inf")
@@ -392,7 +392,7 @@ def score_pair(
     unknown = [n for n in names if n not in table]
     if unknown:
         raise CrossFuseError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(table)}")
-    f, a, b = _as_float(f), _as_float(a), _as_float(b)
+    f, a, b = as_float(f), as_float(a), as_float(b)
     sizes = f"fused {_size(f)}, IR {_size(a)}, VIS {_size(b)}"
     if f.ndim != 2 or a.ndim != 2 or b.ndim != 2:
         raise CrossFuseError(f"{label}: metrics need 2-D grayscale images, got {sizes}")
