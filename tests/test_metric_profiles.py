@@ -16,7 +16,7 @@ from tests.conftest import DATA, REFERENCE
 from utils import metrics as M
 from utils.csf_metrics import qcb, qcv, stretch_to_255
 from utils.errors import CrossFuseError
-from utils.fmi import dwt2_mosaic, feature_mi, features, fmi, meyer_filter
+from utils.fmi import dwt2_mosaic, feature_mi, features, fmi, highpass, meyer_filter
 from utils.mef_ssim import mef_ssim, mef_ssim_single_scale
 from utils.metric_profiles import PROFILES, get_profile, read_matlab, read_opencv, score
 
@@ -346,6 +346,9 @@ def test_fmi_features_dct_and_meyer_wavelet():
     assert len(h) == 102 and h[0] == 0 and np.allclose(h[1:], h[1:][::-1])  # MATLAB's dmey layout
     assert h.sum() == pytest.approx(math.sqrt(2), rel=1e-5) and h @ h == pytest.approx(1)
     assert all(abs(h[: -2 * k] @ h[2 * k :]) < 1e-8 for k in range(1, 10))  # orthogonal to even shifts
+    haar = np.full(2, math.sqrt(0.5))
+    assert highpass(haar) == pytest.approx([-math.sqrt(0.5), math.sqrt(0.5)])
+    assert highpass(h) @ h == pytest.approx(0, abs=1e-12)
     flat = dwt2_mosaic(np.full((40, 50), 7.0))
     rows, cols = (40 + 101) // 2, (50 + 101) // 2
     assert flat.shape == (2 * rows, 2 * cols)

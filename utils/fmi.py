@@ -59,10 +59,16 @@ def _dwt_axis(x: np.ndarray, h: np.ndarray, axis: int) -> np.ndarray:
     return y[tuple(keep)]
 
 
+def highpass(lo: np.ndarray) -> np.ndarray:
+    """Decomposition high-pass of an orthogonal wavelet from its low-pass, with MATLAB's signs
+    (orthfilt: Haar's [0.71, 0.71] gives [-0.71, 0.71])."""
+    return lo[::-1] * (-1.0) ** np.arange(1, len(lo) + 1)
+
+
 def dwt2_mosaic(x: np.ndarray) -> np.ndarray:
     """One-level 2-D discrete Meyer DWT arranged as [[cA, cH], [cV, cD]] (as the FMI code does)."""
     lo = meyer_filter()
-    hi = lo[::-1] * (-1.0) ** np.arange(1, len(lo) + 1)  # MATLAB's qmf/orthfilt signs
+    hi = highpass(lo)
     rows_lo, rows_hi = _dwt_axis(x, lo, 1), _dwt_axis(x, hi, 1)
     ca, ch = _dwt_axis(rows_lo, lo, 0), _dwt_axis(rows_lo, hi, 0)
     cv, cd = _dwt_axis(rows_hi, lo, 0), _dwt_axis(rows_hi, hi, 0)
