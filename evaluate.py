@@ -1,18 +1,23 @@
 """Score fused images against their IR/VIS sources with the standard fusion metrics.
 
     python evaluate.py --fused DIR --ir DIR --vi DIR [--json OUT] [--csv OUT] [--metrics EN,SD,...]
-    python evaluate.py --fused mean=DIR1 --fused max=DIR2 --ir DIR --vi DIR
+    python evaluate.py --fused mean=DIR1 --fused max=DIR2 --ir DIR --vi DIR [--profile vifb]
+    python evaluate.py ... --latex table.tex --table-csv table.csv
 
 Pairs are matched by utils.pairs.find_pairs; the fused image of a pair is the file in the fused
 folder whose stem is the pair name, or else the IR or VIS file's own stem (any image extension).
 Pairs without a fused image, unreadable or mis-sized images and unmatched files are listed on
-stderr rather than skipped silently. The table shows per-metric mean and (population) standard
-deviation, one row per method.
+stderr rather than skipped silently. Missing pairs (a fused image, IR or VIS file without its
+counterparts) are also recorded under "missing" in the JSON and make the exit code 2 once the
+results are written, unless --allow-missing. The table shows per-metric mean and (population)
+standard deviation, one row per method, under the metric profile's name (utils/metric_profiles.py).
+Every output is checked to be writable before scoring and written atomically.
 """
 import argparse
 import csv
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +25,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
-from utils.images import is_image_file, read_gray
-from utils.metrics import METRICS, score_pair
+from utils.images import is_image_file
+from utils.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
 from utils.pairs import Pair, find_pairs
+
+RESERVED = ("profile", "missing")
+"""Top-level JSON keys, so not usable as method names."""
 
 
 def index_fused(fused_dir: Path) -> dict[str, list[Path]]:
@@ -63,17 +72,23 @@ def summarize(per_image: dict[str, dict[str, float]], metrics: Sequence[str]) ->
 
 
 def evaluate_folder(
-    fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] | None = None, desc: str | None = None
+    fused_dir: Path,
+    pairs: Sequence[Pair],
+    metrics: Sequence[str] | None = None,
+    desc: str | None = None,
+    profile: Profile = SUITE,
 ) -> dict:
-    """Score every pair's fused image in `fused_dir`.
+    """Score every pair's fused image in `fused_dir` with the profile's reader and metrics.
 
     Returns {"mean": {metric: v}, "std": {...}, "per_image": {pair name: {metric: v}},
-    "problems": [one line per pair that could not be scored, or fused file matching no pair]}.
+    "problems": [one line per pair that could not be scored, or fused file matching no pair],
+    "missing": [pair names without a fused image, then fused files matching no pair]}.
     """
-    metrics = list(METRICS) if metrics is None else list(metrics)
+    metrics = list(profile.metrics) if metrics is None else list(metrics)
     index = index_fused(fused_dir)
     per_image: dict[str, dict[str, float]] = {}
     problems: list[str] = []
+    missing: list[str] = []
     used: set[Path] = set()
     for pair in tqdm(pairs, desc=desc or Path(fused_dir).name, unit="img", file=sys.stderr):
         candidates = fused_for(pair, index)
@@ -81,29 +96,35 @@ def evaluate_folder(
         if not candidates:
             stems = ", ".join(fused_stems(pair))
             problems.append(f"{pair.name}: no fused image in {fused_dir} (looked for stems {stems})")
+            missing.append(pair.name)
             continue
         if len(candidates) > 1:
             names = ", ".join(map(str, candidates))
             problems.append(f"{pair.name}: several fused images share its stem ({names})")
             continue
         try:
-            f, a, b = read_gray(candidates[0]), read_gray(pair.ir), read_gray(pair.vi)
-            per_image[pair.name] = score_pair(f, a, b, metrics, label=str(candidates[0]))
+            f, a, b = (profile.read(path) for path in (candidates[0], pair.ir, pair.vi))
+            per_image[pair.name] = score(profile, f, a, b, metrics, label=str(candidates[0]))
         except CrossFuseError as err:
             problems.append(str(err))
     unused = [path for group in index.values() for path in group if path not in used]
     problems += [f"{path}: fused image matches no IR/VIS pair" for path in unused]
+    missing += [str(path) for path in unused]
     mean, std = summarize(per_image, metrics)
-    return {"mean": mean, "std": std, "per_image": per_image, "problems": problems}
+    return {"mean": mean, "std": std, "per_image": per_image, "problems": problems, "missing": missing}
 
 
 def _number(value: float) -> str:
     return f"{value:#.4g}" if math.isfinite(value) else str(value)
 
 
+def _metric_names(results: dict[str, dict]) -> list[str]:
+    return list(next(iter(results.values()))["mean"]) if results else []
+
+
 def format_table(results: dict[str, dict]) -> str:
     """One row of per-metric means per method, with a '±std' row under it; columns right-aligned."""
-    metrics = list(next(iter(results.values()))["mean"]) if results else []
+    metrics = _metric_names(results)
     rows = [["method", "n", *metrics]]
     for method, r in results.items():
         rows.append([method, str(len(r["per_image"])), *(_number(r["mean"][m]) for m in metrics)])
@@ -116,12 +137,57 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def caption(profile: Profile) -> str:
+    """What the table holds and under which convention, for the LaTeX caption and the report."""
+    return f"Fusion metrics, mean and standard deviation over images; metric profile {profile.name} ({profile.source})"
+
+
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"\\": "\\textbackslash{}", "~": "\\textasciitilde{}",
+                                                   "^": "\\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def format_latex(results: dict[str, dict], profile: Profile) -> str:
+    """The printed table as a booktabs LaTeX table: mean $\\pm$ std per cell, profile in the caption."""
+    metrics = _metric_names(results)
+    lines = [
+        "\\begin{table}",
+        "\\centering",
+        f"\\caption{{{_latex_escape(caption(profile))}}}",
+        f"\\label{{tab:metrics-{profile.name}}}",
+        "\\begin{tabular}{l" + "r" * (len(metrics) + 1) + "}",
+        "\\toprule",
+        " & ".join(["Method", "$n$", *map(_latex_escape, metrics)]) + " \\\\",
+        "\\midrule",
+    ]
+    for method, r in results.items():
+        cells = [f"{_number(r['mean'][m])} $\\pm$ {_number(r['std'][m])}" for m in metrics]
+        lines.append(" & ".join([_latex_escape(method), str(len(r["per_image"])), *cells]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table_csv(path: Path, results: dict[str, dict], profile: Profile) -> None:
+    """The printed table as CSV: profile, method, n, then each metric's mean and std columns."""
+    metrics = _metric_names(results)
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["profile", "method", "n", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std"))])
+        for method, r in results.items():
+            values = [repr(r[stat][m]) for m in metrics for stat in ("mean", "std")]
+            writer.writerow([profile.name, method, len(r["per_image"]), *values])
+
+
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def to_json(results: dict[str, dict]) -> dict:
-    """The JSON document: {"mean", "std", "per_image"} for one method, keyed by method for several.
+def to_json(results: dict[str, dict], profile: Profile = SUITE, missing: Sequence[str] = ()) -> dict:
+    """The JSON document: {"profile", "missing", "mean", "std", "per_image"} for one method;
+    "profile", "missing" and one {"mean", "std", "per_image"} entry per method for several.
 
     Non-finite values (inf PSNR of exact copies, its nan std) become null to keep the JSON standard.
     """
@@ -135,14 +201,15 @@ def to_json(results: dict[str, dict]) -> dict:
             },
         }
 
+    head = {"profile": profile.name, "missing": list(missing)}
     if len(results) == 1:
-        return clean(next(iter(results.values())))
-    return {method: clean(r) for method, r in results.items()}
+        return head | clean(next(iter(results.values())))
+    return head | {method: clean(r) for method, r in results.items()}
 
 
 def write_csv(path: Path, results: dict[str, dict]) -> None:
     """One row per method and image: method, image, then each metric."""
-    metrics = list(next(iter(results.values()))["mean"])
+    metrics = _metric_names(results)
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["method", "image", *metrics])
@@ -160,42 +227,70 @@ def parse_fused(specs: Sequence[str]) -> dict[str, Path]:
             name, folder = Path(spec).name or spec, spec
         if name in methods:
             raise CrossFuseError(f"--fused {spec}: method name {name!r} given twice (use NAME=DIR)")
+        if name in RESERVED:
+            raise CrossFuseError(f"--fused {spec}: {name!r} is reserved in the JSON output (use NAME=DIR)")
         methods[name] = Path(folder)
     return methods
 
 
-def parse_metrics(text: str | None) -> list[str]:
-    """Comma-separated metric names (case-insensitive), all metrics when not given."""
+def parse_metrics(text: str | None, profile: Profile = SUITE) -> list[str]:
+    """Comma-separated names of the profile's metrics (case-insensitive), all when not given."""
     if not text:
-        return list(METRICS)
-    by_lower = {name.lower(): name for name in METRICS}
+        return list(profile.metrics)
+    by_lower = {name.lower(): name for name in profile.metrics}
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n.lower() not in by_lower]
     if unknown or not names:
         raise CrossFuseError(
-            f"--metrics {text}: unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}"
+            f"--metrics {text}: unknown metric(s) {', '.join(unknown)} in profile {profile.name}; "
+            f"choose from {', '.join(profile.metrics)}"
         )
     return [by_lower[n.lower()] for n in names]
 
 
+def check_writable(path: Path) -> None:
+    """Fail before any scoring if `path` could not be written (a folder, or no writable folder for it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CrossFuseError(f"{path}: is a folder, cannot write output there")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CrossFuseError(f"{path}: cannot write output, {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CrossFuseError(f"{path}: cannot write output, folder {folder} is not writable")
+
+
 def _write(path: Path, what: str, write) -> None:
+    """Write through a temporary file renamed over `path`: a failure leaves earlier results intact."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(path)
+        atomic_write(path, write)
     except OSError as err:
         raise CrossFuseError(f"{path}: cannot write {what} ({err.strerror or err})") from err
 
 
-def run(args: argparse.Namespace) -> None:
-    """Score all methods, list the problems on stderr, print the table and write the outputs."""
+def run(args: argparse.Namespace) -> int:
+    """Score all methods, list the problems on stderr, print the table and write the outputs.
+
+    Returns the exit code: 2 when pairs are missing (unless --allow-missing), else 0.
+    """
+    profile = get_profile(args.profile)
     methods = parse_fused(args.fused)
-    metrics = parse_metrics(args.metrics)
+    metrics = parse_metrics(args.metrics, profile)
+    outputs = [Path(p) for p in (args.json, args.csv, args.latex, args.table_csv) if p]
+    for path in outputs:
+        check_writable(path)
     scan = find_pairs(Path(args.ir), Path(args.vi))
-    results = {name: evaluate_folder(folder, scan.pairs, metrics, name) for name, folder in methods.items()}
+    results = {
+        name: evaluate_folder(folder, scan.pairs, metrics, name, profile) for name, folder in methods.items()
+    }
 
     problems = [f"{path}: no IR/VIS partner" for path in scan.unpaired]
+    missing = [str(path) for path in scan.unpaired]
     for name, r in results.items():
         problems += [f"[{name}] {line}" for line in r["problems"]]
+        missing += [f"[{name}] {item}" for item in r["missing"]]
     if problems:
         print(f"{len(problems)} problem(s):", file=sys.stderr)
         print("\n".join(f"  {line}" for line in problems), file=sys.stderr)
@@ -203,12 +298,22 @@ def run(args: argparse.Namespace) -> None:
         folders = ", ".join(map(str, methods.values()))
         raise CrossFuseError(f"{folders}: nothing could be scored (see the problems listed above)")
 
+    print(f"metric profile: {profile.name} ({profile.source})")
     print(format_table(results))
     if args.json:
-        document = to_json(results)
+        document = to_json(results, profile, missing)
         _write(Path(args.json), "JSON", lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
     if args.csv:
         _write(Path(args.csv), "CSV", lambda p: write_csv(p, results))
+    if args.latex:
+        _write(Path(args.latex), "LaTeX", lambda p: p.write_text(format_latex(results, profile)))
+    if args.table_csv:
+        _write(Path(args.table_csv), "CSV", lambda p: write_table_csv(p, results, profile))
+    if missing and not args.allow_missing:
+        print(f"error: {len(missing)} missing pair(s) (listed above); results written, "
+              "--allow-missing to accept", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,17 +322,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="folder of fused images; repeat as NAME=DIR to compare methods")
     parser.add_argument("--ir", required=True, help="folder of infrared source images")
     parser.add_argument("--vi", required=True, help="folder of visible source images")
-    parser.add_argument("--json", help="write mean, std and per-image scores here (keyed by method when "
-                        "several; non-finite values as null)")
+    parser.add_argument("--profile", default=SUITE.name, help="metric definitions and names: "
+                        f"this suite's or a toolbox's, one of {', '.join(PROFILES)} (default: suite)")
+    parser.add_argument("--json", help="write profile, missing pairs, mean, std and per-image scores here "
+                        "(keyed by method when several; non-finite values as null)")
     parser.add_argument("--csv", help="write one row per method and image here")
-    parser.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    parser.add_argument("--latex", help="write the printed table here as a booktabs LaTeX table")
+    parser.add_argument("--table-csv", help="write the printed table here as CSV (with the profile)")
+    parser.add_argument("--metrics", help="comma-separated subset of the profile's metrics (default: all)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="exit 0 even when fused images or sources are missing")
     args = parser.parse_args(argv)
     try:
-        run(args)
+        return run(args)
     except CrossFuseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from PIL import Image
 
 import evaluate
 from utils.errors import CrossFuseError
+from utils.metric_profiles import get_profile, score
 from utils.metrics import METRICS, score_pair
 from utils.pairs import find_pairs
 
@@ -139,8 +140,9 @@ def test_format_table_shows_mean_row_and_std_row_per_method():
 def test_to_json_layout_and_non_finite_values():
     one = {"mean": {"PSNR": math.inf}, "std": {"PSNR": math.nan}, "per_image": {"x": {"PSNR": math.inf}}}
     expected = {"mean": {"PSNR": None}, "std": {"PSNR": None}, "per_image": {"x": {"PSNR": None}}}
-    assert evaluate.to_json({"m": one}) == expected
-    assert set(evaluate.to_json({"m": one, "n": one})) == {"m", "n"}
+    assert evaluate.to_json({"m": one}) == {"profile": "suite", "missing": []} | expected
+    several = evaluate.to_json({"m": one, "n": one}, get_profile("tang"), ["[n] 3"])
+    assert several == {"profile": "tang", "missing": ["[n] 3"], "m": expected, "n": expected}
 
 
 def test_parse_fused_and_metrics():
@@ -151,6 +153,12 @@ def test_parse_fused_and_metrics():
     assert evaluate.parse_metrics(None) == list(METRICS)
     with pytest.raises(CrossFuseError, match="unknown metric"):
         evaluate.parse_metrics("EN,FOO")
+    vifb = get_profile("vifb")
+    assert evaluate.parse_metrics("qcb,ENTROPY", vifb) == ["Qcb", "Entropy"]
+    with pytest.raises(CrossFuseError, match="unknown metric.*EN in profile vifb"):
+        evaluate.parse_metrics("EN", vifb)
+    with pytest.raises(CrossFuseError, match="reserved"):
+        evaluate.parse_fused(["missing=/x"])
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -160,12 +168,14 @@ def test_cli_writes_table_json_and_csv(data):
     out = cli("--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"),
               "--json", str(data / "out" / "s.json"), "--csv", str(data / "out" / "s.csv"))
     assert out.returncode == 0, out.stderr
-    header, means, stds = out.stdout.splitlines()
+    profile, header, means, stds = out.stdout.splitlines()
+    assert profile.startswith("metric profile: suite")
     assert header.split() == ["method", "n", *METRICS]
     assert means.split()[:2] == ["mean", "3"]
 
     document = json.loads((data / "out" / "s.json").read_text())
-    assert set(document) == {"mean", "std", "per_image"}
+    assert set(document) == {"profile", "missing", "mean", "std", "per_image"}
+    assert document["profile"] == "suite" and document["missing"] == []
     assert list(document["per_image"]) == ["1", "2", "3"]
     assert list(document["mean"]) == list(METRICS)
     ssim = [document["per_image"][k]["SSIM"] for k in "123"]
@@ -181,16 +191,17 @@ def test_cli_writes_table_json_and_csv(data):
 def test_cli_compares_methods_and_reports_missing_fused_image(data):
     out = cli("--fused", f"avg={data / 'mean'}", "--fused", f"max={data / 'max'}", "--ir", str(data / "ir"),
               "--vi", str(data / "vi"), "--metrics", "EN,PSNR", "--json", str(data / "s.json"),
-              "--csv", str(data / "s.csv"))
+              "--csv", str(data / "s.csv"), "--allow-missing")
     assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines()]
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
     assert rows[0] == ["method", "n", "EN", "PSNR"]
     assert rows[1][:2] == ["avg", "3"] and rows[3][:2] == ["max", "2"]
     assert "1 problem(s):" in out.stderr
     assert "[max] 3: no fused image" in out.stderr
 
     document = json.loads((data / "s.json").read_text())
-    assert set(document) == {"avg", "max"}
+    assert set(document) == {"profile", "missing", "avg", "max"}
+    assert document["missing"] == ["[max] 3"]
     assert list(document["max"]["per_image"]) == ["1", "2"]
     rows = list(csv.DictReader((data / "s.csv").open()))
     assert [r["method"] + r["image"] for r in rows] == ["avg1", "avg2", "avg3", "max1", "max2"]
@@ -201,12 +212,12 @@ def test_cli_reports_unpaired_sources_and_mismatched_size(data):
     save(data / "ir" / "4.png", texture(4))
     save(data / "mean" / "2.png", texture(2, (50, 56)))
     out = cli("--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"),
-              "--metrics", "EN")
+              "--metrics", "EN", "--allow-missing")
     assert out.returncode == 0, out.stderr
     assert "2 problem(s):" in out.stderr
     assert "4.png: no IR/VIS partner" in out.stderr
     assert "2.png: image sizes differ (fused 50x56, IR 48x56, VIS 48x56)" in out.stderr
-    assert out.stdout.splitlines()[1].split()[:2] == ["mean", "2"]
+    assert out.stdout.splitlines()[2].split()[:2] == ["mean", "2"]
 
 
 def assert_one_line_error(out: subprocess.CompletedProcess, text: str) -> None:
@@ -231,8 +242,111 @@ def test_cli_exits_2_when_nothing_could_be_scored(data, tmp_path):
         (["--ir", "{ir}", "--vi", "{vi}", "--fused", "NOPE_F"], "NOPE_F: fused folder does not exist"),
         (["--ir", "{ir}", "--vi", "{vi}", "--fused", "{mean}", "--metrics", "EN,XX"], "unknown metric(s) XX"),
         (["--ir", "{ir}", "--vi", "{vi}", "--fused", "a={mean}", "--fused", "a={max}"], "given twice"),
+        (["--ir", "{ir}", "--vi", "{vi}", "--fused", "{mean}", "--profile", "matlab"], "unknown metric profile"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(data, args, text):
     folders = {name: str(data / name) for name in ("ir", "vi", "mean", "max")}
     assert_one_line_error(cli(*(a.format(**folders) for a in args)), text)
+
+
+# --- profiles and exports -------------------------------------------------------------------------
+
+
+def test_evaluate_folder_uses_the_profile_reader_and_metrics(data):
+    pairs = find_pairs(data / "ir", data / "vi").pairs
+    cddfuse = get_profile("cddfuse")
+    result = evaluate.evaluate_folder(data / "mean", pairs, ["PSNR", "MI"], profile=cddfuse)
+    a, b = np.asarray(Image.open(data / "ir" / "1.png")), np.asarray(Image.open(data / "vi" / "1.png"))
+    f = np.asarray(Image.open(data / "mean" / "1.png"))
+    expected = score(cddfuse, *(x.astype(np.float32) for x in (f, a, b)), ["PSNR", "MI"])
+    assert result["per_image"]["1"] == pytest.approx(expected)
+    # this profile's MI is in nats, its PSNR peaks at max(F): neither is the suite's number
+    suite = score_pair(f, a, b, ["PSNR", "MI"])
+    assert result["per_image"]["1"]["MI"] == pytest.approx(suite["MI"] * math.log(2))
+    assert result["per_image"]["1"]["PSNR"] != pytest.approx(suite["PSNR"])
+
+
+def test_cli_profile_names_metrics_and_exports_latex_and_table_csv(data):
+    out = cli("--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"),
+              "--profile", "vifb", "--metrics", "Entropy,Spatial_frequency,Qcv",
+              "--json", str(data / "v.json"), "--latex", str(data / "v.tex"), "--table-csv", str(data / "v.csv"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("metric profile: vifb (VIFB")
+    assert lines[1].split() == ["method", "n", "Entropy", "Spatial_frequency", "Qcv"]
+    document = json.loads((data / "v.json").read_text())
+    assert document["profile"] == "vifb"
+
+    tex = (data / "v.tex").read_text().splitlines()
+    assert tex[0] == "\\begin{table}" and tex[-1] == "\\end{table}"
+    assert "metric profile vifb" in next(line for line in tex if line.startswith("\\caption{"))
+    assert [line for line in tex if line.endswith("rule")] == ["\\toprule", "\\midrule", "\\bottomrule"]
+    assert "Method & $n$ & Entropy & Spatial\\_frequency & Qcv \\\\" in tex
+    row = next(line for line in tex if line.startswith("mean & 3 & "))
+    en = f"{document['mean']['Entropy']:#.4g} $\\pm$ {document['std']['Entropy']:#.4g}"
+    assert row.split(" & ")[2] == en
+
+    rows = list(csv.reader((data / "v.csv").open()))
+    assert rows[0][:5] == ["profile", "method", "n", "Entropy mean", "Entropy std"]
+    assert rows[1][:3] == ["vifb", "mean", "3"]
+    assert float(rows[1][3]) == document["mean"]["Entropy"]
+
+
+def test_missing_pairs_are_listed_recorded_and_exit_2_after_writing(data, capsys):
+    save(data / "ir" / "4.png", texture(4))  # an IR image without VIS partner
+    save(data / "max" / "stray.png", texture(5))  # a fused image without sources
+    args = ["--fused", str(data / "max"), "--ir", str(data / "ir"), "--vi", str(data / "vi"), "--metrics", "EN",
+            "--json", str(data / "m.json"), "--csv", str(data / "m.csv")]
+    assert evaluate.main(args) == 2
+    out, err = capsys.readouterr()
+    assert "error: 3 missing pair(s)" in err
+    assert out.splitlines()[2].split()[:2] == ["max", "2"]
+    document = json.loads((data / "m.json").read_text())
+    missing = document["missing"]
+    assert missing[0].endswith("4.png") and missing[1] == "[max] 3" and missing[2].endswith("stray.png")
+    assert list(document["per_image"]) == ["1", "2"]
+    assert (data / "m.csv").is_file()
+
+    (data / "m.json").unlink()
+    assert evaluate.main([*args, "--allow-missing"]) == 0
+    assert json.loads((data / "m.json").read_text())["missing"] == missing
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv", "--latex", "--table-csv"])
+def test_outputs_are_checked_writable_before_scoring(data, option, capsys):
+    (data / "a_file").write_text("")
+    sources = ["--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"), "--metrics", "EN"]
+    for target, text in ((data / "a_file" / "sub" / "out", "a_file is not a folder"), (data / "ir", "is a folder")):
+        assert evaluate.main([*sources, option, str(target)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""  # no table: nothing was scored
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {target}: ") and text in lines[0]
+
+
+def test_failed_write_keeps_previous_results(data, monkeypatch, capsys):
+    previous = "method,image,EN\nold,1,1.0\n"
+    (data / "s.csv").write_text(previous)
+    real_writer = csv.writer
+
+    class FailingWriter:
+        """Writes the header, then fails like a full disk."""
+
+        def __init__(self, out):
+            self.inner = real_writer(out)
+            self.rows = 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 1:
+                raise OSError(28, "No space left on device")
+            self.inner.writerow(row)
+
+    monkeypatch.setattr(evaluate.csv, "writer", FailingWriter)
+    code = evaluate.main(["--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"),
+                          "--metrics", "EN", "--csv", str(data / "s.csv")])
+    assert code == 2
+    assert "s.csv: cannot write CSV (No space left on device)" in capsys.readouterr().err
+    assert (data / "s.csv").read_text() == previous
+    assert sorted(p.name for p in data.iterdir() if p.name.startswith(".")) == []
