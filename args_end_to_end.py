@@ -41,6 +41,7 @@ class Args:
     self_depth = 1
     cross_depth = 1
     temperature = "block"  # learnable, one per cross block; head = one per head; fixed = 1 (reference)
+    feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/cpu-study.md)
     # run
     out_root = "models"  # writes out_root/end_to_end/end_to_end_*_epoch_N.model and loss/*.mat
     device = "auto"  # auto, cpu, cuda or cuda:N

@@ -3,6 +3,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 TEMPERATURES = ("fixed", "block", "head")
+FEATURE_NORMS = ("none", "standard")
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,13 @@ class ModelConfig:
     self_depth: int = 1  # transformer blocks per self-attention module
     cross_depth: int = 1  # blocks per cross-attention module
     temperature: str = "fixed"  # "fixed" (=1, the reference), or learnable per "block" or per "head"
+    feature_norm: str = "none"  # "none" (the reference) or "standard": see net.model.standardise_pair
 
     def __post_init__(self) -> None:
         if self.temperature not in TEMPERATURES:
             raise ValueError(f"temperature must be one of {TEMPERATURES}, got {self.temperature!r}")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {self.feature_norm!r}")
         if self.embed % self.heads:
             raise ValueError(f"embedding {self.embed} (deep * patch^2) is not divisible by heads={self.heads}")
         if self.tile % self.patch:
