@@ -42,6 +42,7 @@ class Args:
     cross_depth = 1
     temperature = "block"  # learnable, one per cross block; head = one per head; fixed = 1 (reference)
     feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/cpu-study.md)
+    cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/cpu-study.md); False = reference
     # run
     out_root = "models"  # writes out_root/end_to_end/end_to_end_*_epoch_N.model and loss/*.mat
     device = "auto"  # auto, cpu, cuda or cuda:N

@@ -23,6 +23,7 @@ class ModelConfig:
     cross_depth: int = 1  # blocks per cross-attention module
     temperature: str = "fixed"  # "fixed" (=1, the reference), or learnable per "block" or per "head"
     feature_norm: str = "none"  # "none" (the reference) or "standard": see net.model.standardise_pair
+    cam_gate: bool = False  # True: the CAM output is scaled by a learned scalar starting at 0 (not in the reference)
 
     def __post_init__(self) -> None:
         if self.temperature not in TEMPERATURES:

@@ -65,6 +65,10 @@ class FusionNet(nn.Module):
         self.cfg = cfg
         self.cam = CrossAttentionModule(cfg)
         self.decoder = FusionDecoder(cfg)
+        # cam_gate: the CAM output enters the decoder times a learned scalar starting at 0, so training
+        # starts from the features' own path and admits the CAM's (input-independent at first) output
+        # only as far as it lowers the loss.
+        self.gate = nn.Parameter(torch.zeros(())) if cfg.cam_gate else None
 
     def forward(self, ir_sh: torch.Tensor, ir_de: torch.Tensor, vi_sh: torch.Tensor,
                 vi_de: torch.Tensor) -> torch.Tensor:
@@ -73,6 +77,8 @@ class FusionNet(nn.Module):
             ir_sh, vi_sh, _, _ = standardise_pair(ir_sh, vi_sh)
             ir_de, vi_de, cam_ir, cam_vi = standardise_pair(ir_de, vi_de)
         cf = self.cam(cam_ir, cam_vi, tiled=not self.training)
+        if self.gate is not None:
+            cf = cf * self.gate
         return self.decoder(cf, ir_sh, ir_de, vi_sh, vi_de)
 
 
