@@ -42,6 +42,8 @@ class Args:
     self_depth = 1
     cross_depth = 1
     temperature = "block"  # learnable, one per cross block; head = one per head; fixed = 1 (reference)
+    feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/cpu-study.md)
+    cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/cpu-study.md); False = reference
     # warm start: begin the encoders from stage-1 weights, then train everything jointly as above
     init_from = ""  # a stage-1 output folder (out_root or its autoencoder/): its latest epoch's encoders
     init_ir_encoder = ""  # or the encoder files themselves (any .model holding an encoder)

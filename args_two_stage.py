@@ -88,6 +88,8 @@ class Stage2:
     self_depth = 1
     cross_depth = 1
     temperature = "fixed"  # the reference's re-softmax temperature is 1; block or head = learnable
+    feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/cpu-study.md)
+    cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/cpu-study.md); False = reference
     # run
     out_root = "models"  # writes out_root/transfuse/fusetrans_epoch_N.model and loss/*.mat
     device = "auto"

@@ -5,6 +5,7 @@ from typing import Any
 from utils.errors import CrossFuseError
 
 TEMPERATURES = ("fixed", "block", "head")
+FEATURE_NORMS = ("none", "standard")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class ModelConfig:
     self_depth: int = 1  # transformer blocks per self-attention module
     cross_depth: int = 1  # blocks per cross-attention module
     temperature: str = "fixed"  # "fixed" (=1, the reference), or learnable per "block" or per "head"
+    feature_norm: str = "none"  # "none" (the reference) or "standard": see net.model.standardise_pair
+    cam_gate: bool = False  # True: the CAM output is scaled by a learned scalar starting at 0 (not in the reference)
 
     def __post_init__(self) -> None:
         small = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
@@ -31,6 +34,8 @@ class ModelConfig:
             raise CrossFuseError(f"model settings must be at least 1: {', '.join(small)}")
         if self.temperature not in TEMPERATURES:
             raise CrossFuseError(f"temperature={self.temperature!r}: expected one of {', '.join(TEMPERATURES)}")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise CrossFuseError(f"feature_norm={self.feature_norm!r}: expected one of {', '.join(FEATURE_NORMS)}")
         if self.embed % self.heads:
             raise CrossFuseError(f"heads={self.heads} does not divide the token width {self.embed} (deep * patch^2)")
         if self.tile % self.patch:

@@ -55,6 +55,21 @@ def stretch_to_255(z: torch.Tensor) -> torch.Tensor:
     return torch.where(flat, z, (z - lo) / (hi - lo + 1e-6) * 255)
 
 
+def standardise_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Both maps divided by their joint per-image standard deviation, and those maps centred per channel.
+
+    The stage-1 encoders are linear but for max-pooling, so their biases give every channel a constant
+    offset: about 95% of the deep features' RMS, the same for every input. The CAM tokenises and
+    LayerNorms them, which turns those offsets into a fixed per-token pattern (99% of the CAM output's
+    RMS is input-independent), and the decoder adds that unit-scale pattern to deep features of RMS 0.5:
+    a grid at the token period. Centred features give the CAM the inputs' content only; one common
+    factor keeps the activity weights wx, wy (ratios of the two modalities) as they were.
+    """
+    centred = [x - x.mean(dim=(2, 3), keepdim=True) for x in (a, b)]
+    std = torch.cat(centred, 1).pow(2).mean(dim=(1, 2, 3), keepdim=True).add(1e-12).sqrt()
+    return a / std, b / std, centred[0] / std, centred[1] / std
+
+
 class FusionNet(nn.Module):
     """What stage 2 trains: the CAM and the fusion decoder (the reference's fusion checkpoint)."""
 
@@ -63,10 +78,20 @@ class FusionNet(nn.Module):
         self.cfg = cfg
         self.cam = CrossAttentionModule(cfg)
         self.decoder = FusionDecoder(cfg)
+        # cam_gate: the CAM output enters the decoder times a learned scalar starting at 0, so training
+        # starts from the features' own path and admits the CAM's (input-independent at first) output
+        # only as far as it lowers the loss.
+        self.gate = nn.Parameter(torch.zeros(())) if cfg.cam_gate else None
 
     def forward(self, ir_sh: torch.Tensor, ir_de: torch.Tensor, vi_sh: torch.Tensor,
                 vi_de: torch.Tensor) -> torch.Tensor:
-        cf = self.cam(ir_de, vi_de, tiled=not self.training)
+        cam_ir, cam_vi = ir_de, vi_de
+        if self.cfg.feature_norm == "standard":
+            ir_sh, vi_sh, _, _ = standardise_pair(ir_sh, vi_sh)
+            ir_de, vi_de, cam_ir, cam_vi = standardise_pair(ir_de, vi_de)
+        cf = self.cam(cam_ir, cam_vi, tiled=not self.training)
+        if self.gate is not None:
+            cf = cf * self.gate
         return self.decoder(cf, ir_sh, ir_de, vi_sh, vi_de)
 
 

@@ -44,6 +44,7 @@ RULES: dict[str, Rule] = {
     "w_mse": at_least(0), "w_ssim": at_least(0), "w_int": at_least(0), "w_grad": at_least(0),
     "lr_schedule": one_of("step", "cosine"), "on_error": one_of("skip", "raise"),
     "modality": one_of("ir", "vi", "both"), "temperature": one_of("fixed", "block", "head"),
+    "feature_norm": one_of("none", "standard"),
     **{k: at_least(1) for k in ("shallow", "growth", "dense_layers", "deep", "decoder", "tile", "patch", "heads",
                                 "mlp_ratio", "self_depth", "cross_depth")},
 }
