@@ -126,7 +126,7 @@ def _distributions(v: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _gather(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """table[rows[k, j], j] for every k, j."""
-    return table.take(rows * table.shape[1] + np.arange(table.shape[1]))
+    return table.take(rows.astype(np.intp) * table.shape[1] + np.arange(table.shape[1]))
 
 
 def _frechet_cells(cf: np.ndarray, cx: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,8 +142,8 @@ def _frechet_cells(cf: np.ndarray, cx: np.ndarray, lower: np.ndarray) -> tuple[n
     if lower.any():
         ends_x[:, lower] = np.concatenate([1 - cx[-2::-1, lower], np.ones((1, lower.sum()))])
     # merged order puts an F end before an equal X end
-    x_before_f = np.zeros(cf.shape, dtype=np.intp)
-    f_upto_x = np.zeros(cf.shape, dtype=np.intp)
+    x_before_f = np.zeros(cf.shape, dtype=np.int8)  # small counters keep the loop in cache
+    f_upto_x = np.zeros(cf.shape, dtype=np.int8)
     for k in range(_CELLS):
         x_before_f += ends_x[k] < cf
         f_upto_x += cf[k] <= ends_x
