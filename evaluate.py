@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from utils.atomic import atomic_write
-from utils.errors import CrossFuseError
+from utils.atomic import atomic_write, check_output_file
+from utils.errors import CrossFuseError, run_main
 from utils.images import is_image_file
 from utils.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
 from utils.pairs import Pair, find_pairs
@@ -248,28 +247,6 @@ def parse_metrics(text: str | None, profile: Profile = SUITE) -> list[str]:
     return [by_lower[n.lower()] for n in names]
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any scoring if `path` could not be written (a folder, or no writable folder for it)."""
-    path = Path(path)
-    if path.is_dir():
-        raise CrossFuseError(f"{path}: is a folder, cannot write output there")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise CrossFuseError(f"{path}: cannot write output, {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CrossFuseError(f"{path}: cannot write output, folder {folder} is not writable")
-
-
-def _write(path: Path, what: str, write) -> None:
-    """Write through a temporary file renamed over `path`: a failure leaves earlier results intact."""
-    try:
-        atomic_write(path, write)
-    except OSError as err:
-        raise CrossFuseError(f"{path}: cannot write {what} ({err.strerror or err})") from err
-
-
 def run(args: argparse.Namespace) -> int:
     """Score all methods, list the problems on stderr, print the table and write the outputs.
 
@@ -280,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics, profile)
     outputs = [Path(p) for p in (args.json, args.csv, args.latex, args.table_csv) if p]
     for path in outputs:
-        check_writable(path)
+        check_output_file(path)
     scan = find_pairs(Path(args.ir), Path(args.vi))
     results = {
         name: evaluate_folder(folder, scan.pairs, metrics, name, profile) for name, folder in methods.items()
@@ -302,13 +279,13 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     if args.json:
         document = to_json(results, profile, missing)
-        _write(Path(args.json), "JSON", lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
+        atomic_write(Path(args.json), lambda temp: temp.write_text(json.dumps(document, indent=2) + "\n"))
     if args.csv:
-        _write(Path(args.csv), "CSV", lambda p: write_csv(p, results))
+        atomic_write(Path(args.csv), lambda temp: write_csv(temp, results))
     if args.latex:
-        _write(Path(args.latex), "LaTeX", lambda p: p.write_text(format_latex(results, profile)))
+        atomic_write(Path(args.latex), lambda temp: temp.write_text(format_latex(results, profile)))
     if args.table_csv:
-        _write(Path(args.table_csv), "CSV", lambda p: write_table_csv(p, results, profile))
+        atomic_write(Path(args.table_csv), lambda temp: write_table_csv(temp, results, profile))
     if missing and not args.allow_missing:
         print(f"error: {len(missing)} missing pair(s) (listed above); results written, "
               "--allow-missing to accept", file=sys.stderr)
@@ -316,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fused", action="append", required=True, metavar="[NAME=]DIR",
                         help="folder of fused images; repeat as NAME=DIR to compare methods")
@@ -332,12 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics", help="comma-separated subset of the profile's metrics (default: all)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="exit 0 even when fused images or sources are missing")
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except CrossFuseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run(parser.parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line behind the suite's error boundary: its exit code."""
+    return run_main(cli, argv)
 
 
 if __name__ == "__main__":

@@ -347,6 +347,6 @@ def test_failed_write_keeps_previous_results(data, monkeypatch, capsys):
     code = evaluate.main(["--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"),
                           "--metrics", "EN", "--csv", str(data / "s.csv")])
     assert code == 2
-    assert "s.csv: cannot write CSV (No space left on device)" in capsys.readouterr().err
+    assert "s.csv: cannot write (No space left on device)" in capsys.readouterr().err
     assert (data / "s.csv").read_text() == previous
     assert sorted(p.name for p in data.iterdir() if p.name.startswith(".")) == []

@@ -63,3 +63,18 @@ def check_writable(folder: str | Path, what: str = "output folder") -> Path:
     except OSError as e:
         raise CrossFuseError(f"{folder}: {what} is not writable ({e.strerror or e})") from None
     return folder
+
+
+def check_output_file(path: str | Path) -> None:
+    """Fail before any work if the file `path` could not be written (a folder, or no writable folder for it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CrossFuseError(f"{path}: is a folder, cannot write output there")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CrossFuseError(f"{path}: cannot write output, {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CrossFuseError(f"{path}: cannot write output, folder {folder} is not writable")
+
