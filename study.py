@@ -271,13 +271,13 @@ def train_locked(runs: list[Run], nproc: int) -> None:
 
 # ------------------------------------------------------------------------------------------- slurm
 
-def slurm_scripts(study: Path, runs: list[Run], argv: list[str]) -> dict[str, str]:
+def slurm_scripts(study: Path, runs: list[Run], argv: list[str], nproc: int) -> dict[str, str]:
     """A job array (one task per arm run, each `study.py ... --only ARM:SEED`), a comparison job, a submitter."""
     arm_runs = [r.name for r in runs if r.arm != STAGE1]
     base = [a for a in argv if a != "--slurm"]
     command = shlex.join([sys.executable, "study.py", *base])
     logs = study / "slurm"
-    sbatch = [f"#SBATCH --job-name=study-{study.name}", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=8",
+    sbatch = [f"#SBATCH --job-name=study-{study.name}", f"#SBATCH --gres=gpu:{nproc}", "#SBATCH --cpus-per-task=8",
               "#SBATCH --time=48:00:00"]
     array = ["#!/bin/bash", f"# One task per run of study {study}; tasks sharing a stage-1 run train it once.",
              *sbatch, f"#SBATCH --output={logs}/%x_%A_%a.out", f"#SBATCH --array=0-{len(arm_runs) - 1}",
@@ -292,9 +292,9 @@ def slurm_scripts(study: Path, runs: list[Run], argv: list[str]) -> dict[str, st
     return {"array.sbatch": "\n".join(array), "compare.sbatch": "\n".join(comparison), "submit.sh": "\n".join(submit)}
 
 
-def write_slurm(study: Path, runs: list[Run], argv: list[str]) -> Path:
+def write_slurm(study: Path, runs: list[Run], argv: list[str], nproc: int) -> Path:
     folder = study / "slurm"
-    for name, text in slurm_scripts(study, runs, argv).items():
+    for name, text in slurm_scripts(study, runs, argv, nproc).items():
         path = atomic_write(folder / name, lambda temp, text=text: temp.write_text(text))
         path.chmod(0o755)
     return folder / "submit.sh"
@@ -361,11 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         check_overrides(overrides)
         if args.demo:
             make_demo_dataset(DEMO_DATA, n_test=DEMO_TEST_PAIRS)
+            os.environ.setdefault("OMP_NUM_THREADS", "1")  # demo-sized tensors gain nothing from a second thread
         runs = plan(study, args.arms, args.seeds, overrides, args.demo)
         if args.baseline not in args.arms:
             raise CrossFuseError(f"--baseline {args.baseline}: not among --arms {','.join(args.arms)}")
         if args.slurm:
-            print(f"wrote the Slurm scripts; submit with: bash {write_slurm(study, runs, argv)}")
+            print(f"wrote the Slurm scripts; submit with: bash {write_slurm(study, runs, argv, args.nproc)}")
             return 0
         chosen = select(runs, args.only)
         if args.dry_run:

@@ -51,6 +51,10 @@ def test_dry_run_lists_runs_and_trains_nothing(data, tmp_path, capsys):
     assert "--seed=0" in lines[2] and "--epochs=2" in lines[2] and "--resume" not in out
     assert "4 of 4 runs to train" in out
     assert not (tmp_path / "s").exists()
+    assert study.main(study_args(data, tmp_path, "--dry-run", "--nproc", "2", "--only", "end-to-end:0")) == 0
+    only = capsys.readouterr().out.splitlines()
+    assert len(only) == 2 and only[0].startswith("end-to-end:0") and "1 of 1 runs to train" in only[1]
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 train_end_to_end.py" in only[0]
 
 
 def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
@@ -79,8 +83,11 @@ def test_killed_study_resumes_without_retraining_finished_runs(data, tmp_path):
     assert stage1
     stamps = {p: p.stat().st_mtime_ns for p in stage1}
 
-    result = run_study(argv)
+    result = run_study([*argv, "--gpus", "0,1"])  # restarted differently: two runs at once (on the CPU here)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "study: training two-stage:0 in" in result.stdout and "on GPU 0" in result.stdout
+    assert "study: training end-to-end:0 in" in result.stdout and "on GPU 1" in result.stdout
+    assert "resuming trans at epoch" in (s / "two-stage" / "seed_0" / "train.log").read_text()
     assert "study: 1/3 runs done" in result.stdout  # stage 1 finished before the kill
     assert "study: 2/3 runs done, about" in result.stdout and "study: 3/3 runs done" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in stage1} == stamps  # not retrained
