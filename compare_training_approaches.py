@@ -629,7 +629,9 @@ def write_markdown(report: dict, out: Path) -> None:
                   "epoch; lines are means across runs, bands their range.", "",
                   *(f"- {reach_sentence(k, rows)}" for k, rows in report["compute_to_reach"].items()), "",
                   f"![quality vs time]({plots['quality_time']})", "", f"![quality vs epoch]({plots['quality_epoch']})",
-                  "", "## Training", "", f"The {TWO_STAGE} curves are stage 2's fusion loss, the loss the end-to-end "
+                  ""]
+    if report["loss"]:
+        lines += ["## Training", "", f"The {TWO_STAGE} curves are stage 2's fusion loss, the loss the end-to-end "
                   "approaches minimise; stage 1 (a reconstruction loss) counts in the training cost only.", "",
                   "| approach | run | steps | first loss | final-epoch loss | final temperature |",
                   "|---|---|---|---|---|---|"]

@@ -160,6 +160,8 @@ def test_chosen_epochs_max_images_and_reference_column(runs, tmp_path, capsys):
     verdicts = {t["verdict"] for c in report["comparison"].values() for t in c.values()}
     assert verdicts == {"too little data"}  # 3 images can never give p < 0.05
     assert "reference" in stdout
+    markdown = (out / "report.md").read_text()
+    assert "## Training" in markdown and "(loss_curves.png)" in markdown and "quality_vs_time" not in markdown
     assert not list(reference.rglob("eval"))  # nothing cached into the released-model folder
 
 
