@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import compare_training_approaches
 from args_end_to_end import Args
 from args_two_stage import Stage1, Stage2
@@ -46,9 +48,9 @@ SCRIPTS = {STAGE1: ("train_autoencoder.py", Stage1), TWO_STAGE: ("train_fusion.p
            END_TO_END: ("train_end_to_end.py", Args), WARM_START: ("train_end_to_end.py", Args)}
 SET_BY_STUDY = ("out_root", "seed", "resume", "demo", "ir_encoder", "vi_encoder", "reference", "init_from",
                 "init_ir_encoder", "init_vi_encoder", "init_reference")
-# Demo scale: 48 synthetic pairs trained at 64 x 64, a narrow model, short schedules; 12 test pairs, enough
-# for a signed-rank test to survive Holm's correction across the metrics.
-DEMO_DATA, DEMO_TEST_PAIRS = Path("data/demo_study"), 12
+# Demo scale: 48 synthetic 64 x 64 pairs, a narrow model, short schedules; 12 test pairs, enough for a
+# signed-rank test to survive Holm's correction across the metrics.
+DEMO_DATA, DEMO_TEST_PAIRS, DEMO_SIZE = Path("data/demo_study"), 12, 64
 DEMO_SETTINGS = {k: v for k, v in DEMO.items() if k not in ("out_root", "test_dir", "dataset")}
 DEMO_EPOCHS = {STAGE1: 4, TWO_STAGE: 12, END_TO_END: 12, WARM_START: 12}
 DEMO_CURVE_IMAGES = 4
@@ -360,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_overrides(overrides)
         if args.demo:
-            make_demo_dataset(DEMO_DATA, n_test=DEMO_TEST_PAIRS)
+            make_demo_dataset(DEMO_DATA, n_test=DEMO_TEST_PAIRS, size=DEMO_SIZE)
             os.environ.setdefault("OMP_NUM_THREADS", "1")  # demo-sized tensors gain nothing from a second thread
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # this process fuses for the comparison
         runs = plan(study, args.arms, args.seeds, overrides, args.demo)
         if args.baseline not in args.arms:
             raise CrossFuseError(f"--baseline {args.baseline}: not among --arms {','.join(args.arms)}")
