@@ -67,6 +67,7 @@ class Run:
     config: ModelConfig
     encoder_files: tuple[Path, ...] = ()  # only for reference-layout fusion files
     stage1: dict[str, LossLog] = field(default_factory=dict)
+    from_stage1: bool = False  # its encoders came from stage 1 (two-stage, warm start)
     cache: bool = True
 
     @property
@@ -112,6 +113,8 @@ def stage1_logs(folder: Path, meta: dict[str, Any], layout: str, cfg: ModelConfi
     from, else the `autoencoder/` beside a two-stage run."""
     sources = meta.get("encoders") or meta.get("encoders_from") or []
     candidates = [Path(sources[0]).parent] if sources else []
+    if sources and folder.parent.name.startswith("seed_"):  # a study moved or read from another folder
+        candidates.append(run_layout.run_dir(folder.parents[2] / STAGE1 / folder.parent.name, STAGE1))
     if layout == TWO_STAGE:
         candidates.append(run_layout.run_dir(folder.parent, STAGE1))
     logs = {}
@@ -148,7 +151,8 @@ def load_run(approach: str, label: str, folder: Path, epoch: int | None) -> Run:
         raise CrossFuseError(f"{ckpt.path}: expected a fusion checkpoint of this suite, found {ckpt.kind}")
     check_config(ckpt.config, log.config, ckpt.path, log.path, hint)
     return Run(approach, label, folder, checkpoints, epoch, log, ckpt.config,
-               stage1=stage1_logs(folder, ckpt.meta, layout, ckpt.config, ckpt.path))
+               stage1=stage1_logs(folder, ckpt.meta, layout, ckpt.config, ckpt.path),
+               from_stage1=layout == TWO_STAGE or bool(ckpt.meta.get("encoders_from")))
 
 
 def runs_in(approach: str, path: Path, epoch: int | None) -> list[Run]:
@@ -480,8 +484,8 @@ def run_warnings(runs: dict[str, list[Run]], baseline: str) -> list[str]:
             if run.epoch > logged:
                 notes.append(f"{run.checkpoint} is from epoch {run.epoch} but {run.log.path} ends at epoch {logged}: "
                              "a run stopped between the two writes, or files of an older run are mixed in")
-            if run.approach == TWO_STAGE and not run.stage1:
-                notes.append(f"{run.folder}: no stage-1 loss files found, so its cost covers stage 2 only")
+            if run.from_stage1 and not run.stage1:
+                notes.append(f"{run.folder}: no stage-1 loss files found, so its training time leaves stage 1 out")
     return list(dict.fromkeys(notes))
 
 

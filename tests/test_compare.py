@@ -329,11 +329,15 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
 
 
 def test_identical_approaches_give_no_significant_difference(study_dir, tmp_path, capsys):
-    code, _, _ = run_main(["--run", f"a={study_dir / 'two-stage'}", "--run", f"b={study_dir / 'two-stage'}",
+    moved = study_dir.rename(tmp_path / "moved")  # the checkpoints' stage-1 paths now point nowhere
+    code, _, _ = run_main(["--run", f"a={moved / 'two-stage'}", "--run", f"b={moved / 'two-stage'}",
                            "--baseline", "a", "--test", tmp_path / "test", "--out", tmp_path / "r",
                            "--curve-images", 0], capsys)
     assert code == 0
-    comparison = json.loads((tmp_path / "r" / "report.json").read_text())["comparison"]["b"]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert set(report["training_cost"]["b"][1]["stages"]) == {"stage 1 (IR)", "stage 1 (VIS)", "stage 2"}
+    assert not any("no stage-1 loss files" in w for w in report["warnings"])
+    comparison = report["comparison"]["b"]
     assert {r["verdict"] for r in comparison.values()} == {"no significant difference"}
     # the same runs: no difference at all, and an interval around zero as wide as the run-to-run noise
     assert all(r["diff"] == 0 and r["ci_low"] < 0 < r["ci_high"] for r in comparison.values())
