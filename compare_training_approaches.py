@@ -609,7 +609,7 @@ def write_markdown(report: dict, out: Path) -> None:
     lines += [f"| {a} | {r['label']} | `{r['checkpoint']}` | {r['epoch'] or 'released'} | "
               + (f"`{r['loss_file']}` |" if r["loss_file"] else "- |")
               for a, runs in report["runs"].items() for r in runs]
-    lines += ["", *(f"> **Note:** {w}" for w in report["warnings"]), "", "## Fusion quality", "",
+    lines += ["", *(f"> **Note:** {w}\n" for w in report["warnings"]), "## Fusion quality", "",
               f"Test set: `{test['source']}`, {test['pairs']} pairs. Mean ± standard deviation across runs of each "
               "run's mean score (no ± with a single run); every metric is higher-is-better.", "",
               markdown(quality_rows(report)), "", f"### Against {baseline}", "",
