@@ -68,6 +68,7 @@ class Run:
     encoder_files: tuple[Path, ...] = ()  # only for reference-layout fusion files
     stage1: dict[str, LossLog] = field(default_factory=dict)
     from_stage1: bool = False  # its encoders came from stage 1 (two-stage, warm start)
+    layout: str = END_TO_END  # whose file names it uses: TWO_STAGE or END_TO_END
     cache: bool = True
 
     @property
@@ -152,7 +153,7 @@ def load_run(approach: str, label: str, folder: Path, epoch: int | None) -> Run:
     check_config(ckpt.config, log.config, ckpt.path, log.path, hint)
     return Run(approach, label, folder, checkpoints, epoch, log, ckpt.config,
                stage1=stage1_logs(folder, ckpt.meta, layout, ckpt.config, ckpt.path),
-               from_stage1=layout == TWO_STAGE or bool(ckpt.meta.get("encoders_from")))
+               from_stage1=layout == TWO_STAGE or bool(ckpt.meta.get("encoders_from")), layout=layout)
 
 
 def runs_in(approach: str, path: Path, epoch: int | None) -> list[Run]:
@@ -457,7 +458,7 @@ def stage_cost(log: LossLog) -> dict[str, Any]:
 def training_cost(run: Run) -> dict[str, Any]:
     """Per-stage and total time and peak memory; stage 1 counts for the runs that started from it."""
     stages = {f"stage 1 ({report_plots.MODALITY[m]})": stage_cost(log) for m, log in run.stage1.items()}
-    stages["stage 2" if run.approach == TWO_STAGE else run.approach] = stage_cost(run.log)
+    stages["stage 2" if run.layout == TWO_STAGE else run.approach] = stage_cost(run.log)
     peaks = [s["peak_memory_bytes"] for s in stages.values() if math.isfinite(s["peak_memory_bytes"])]
     return {"run": run.label, "stages": stages, "total_time_s": sum(s["total_time_s"] for s in stages.values()),
             "peak_memory_bytes": max(peaks) if peaks else math.nan,
