@@ -24,6 +24,9 @@ PLOTS = ("loss_curves.png", "loss_terms.png", "temperature.png", "lr.png", "trai
          "feature_maps.png", "cka.png", "quality_vs_time.png", "quality_vs_epoch.png")
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only spin on a busy machine
+
+
 def write_loss(path: Path, terms: tuple[str, ...], config: dict, epochs: int = 2, steps: int = 6,
                temperature: bool = False) -> None:
     """A cumulative loss file in the training scripts' format."""
@@ -73,15 +76,6 @@ def make_runs(root: Path, test_dir: Path) -> None:
     write_loss(root / "transfuse" / "loss" / "loss_data_trans_e1.mat", ("intensity", "gradient"), config)
     write_loss(root / "end_to_end" / "loss" / "loss_data_end_to_end_e1.mat", ("intensity", "gradient"), config,
                temperature=True)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

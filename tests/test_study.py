@@ -26,6 +26,9 @@ FUSION_ONLY = ("--tile", "--heads", "--mlp_ratio")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only spin on a busy machine
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_train=6, n_test=2, size=32)
