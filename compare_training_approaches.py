@@ -67,6 +67,8 @@ class Run:
     config: ModelConfig
     encoder_files: tuple[Path, ...] = ()  # only for reference-layout fusion files
     stage1: dict[str, LossLog] = field(default_factory=dict)
+    from_stage1: bool = False  # its encoders came from stage 1 (two-stage, warm start)
+    layout: str = END_TO_END  # whose file names it uses: TWO_STAGE or END_TO_END
     cache: bool = True
 
     @property
@@ -112,6 +114,8 @@ def stage1_logs(folder: Path, meta: dict[str, Any], layout: str, cfg: ModelConfi
     from, else the `autoencoder/` beside a two-stage run."""
     sources = meta.get("encoders") or meta.get("encoders_from") or []
     candidates = [Path(sources[0]).parent] if sources else []
+    if sources and folder.parent.name.startswith("seed_"):  # a study moved or read from another folder
+        candidates.append(run_layout.run_dir(folder.parents[2] / STAGE1 / folder.parent.name, STAGE1))
     if layout == TWO_STAGE:
         candidates.append(run_layout.run_dir(folder.parent, STAGE1))
     logs = {}
@@ -148,7 +152,8 @@ def load_run(approach: str, label: str, folder: Path, epoch: int | None) -> Run:
         raise CrossFuseError(f"{ckpt.path}: expected a fusion checkpoint of this suite, found {ckpt.kind}")
     check_config(ckpt.config, log.config, ckpt.path, log.path, hint)
     return Run(approach, label, folder, checkpoints, epoch, log, ckpt.config,
-               stage1=stage1_logs(folder, ckpt.meta, layout, ckpt.config, ckpt.path))
+               stage1=stage1_logs(folder, ckpt.meta, layout, ckpt.config, ckpt.path),
+               from_stage1=layout == TWO_STAGE or bool(ckpt.meta.get("encoders_from")), layout=layout)
 
 
 def runs_in(approach: str, path: Path, epoch: int | None) -> list[Run]:
@@ -453,7 +458,7 @@ def stage_cost(log: LossLog) -> dict[str, Any]:
 def training_cost(run: Run) -> dict[str, Any]:
     """Per-stage and total time and peak memory; stage 1 counts for the runs that started from it."""
     stages = {f"stage 1 ({report_plots.MODALITY[m]})": stage_cost(log) for m, log in run.stage1.items()}
-    stages["stage 2" if run.approach == TWO_STAGE else run.approach] = stage_cost(run.log)
+    stages["stage 2" if run.layout == TWO_STAGE else run.approach] = stage_cost(run.log)
     peaks = [s["peak_memory_bytes"] for s in stages.values() if math.isfinite(s["peak_memory_bytes"])]
     return {"run": run.label, "stages": stages, "total_time_s": sum(s["total_time_s"] for s in stages.values()),
             "peak_memory_bytes": max(peaks) if peaks else math.nan,
@@ -480,8 +485,8 @@ def run_warnings(runs: dict[str, list[Run]], baseline: str) -> list[str]:
             if run.epoch > logged:
                 notes.append(f"{run.checkpoint} is from epoch {run.epoch} but {run.log.path} ends at epoch {logged}: "
                              "a run stopped between the two writes, or files of an older run are mixed in")
-            if run.approach == TWO_STAGE and not run.stage1:
-                notes.append(f"{run.folder}: no stage-1 loss files found, so its cost covers stage 2 only")
+            if run.from_stage1 and not run.stage1:
+                notes.append(f"{run.folder}: no stage-1 loss files found, so its training time leaves stage 1 out")
     return list(dict.fromkeys(notes))
 
 
@@ -605,7 +610,7 @@ def write_markdown(report: dict, out: Path) -> None:
     lines += [f"| {a} | {r['label']} | `{r['checkpoint']}` | {r['epoch'] or 'released'} | "
               + (f"`{r['loss_file']}` |" if r["loss_file"] else "- |")
               for a, runs in report["runs"].items() for r in runs]
-    lines += ["", *(f"> **Note:** {w}" for w in report["warnings"]), "", "## Fusion quality", "",
+    lines += ["", *(f"> **Note:** {w}\n" for w in report["warnings"]), "## Fusion quality", "",
               f"Test set: `{test['source']}`, {test['pairs']} pairs. Mean ± standard deviation across runs of each "
               "run's mean score (no ± with a single run); every metric is higher-is-better.", "",
               markdown(quality_rows(report)), "", f"### Against {baseline}", "",
@@ -629,7 +634,9 @@ def write_markdown(report: dict, out: Path) -> None:
                   "epoch; lines are means across runs, bands their range.", "",
                   *(f"- {reach_sentence(k, rows)}" for k, rows in report["compute_to_reach"].items()), "",
                   f"![quality vs time]({plots['quality_time']})", "", f"![quality vs epoch]({plots['quality_epoch']})",
-                  "", "## Training", "", f"The {TWO_STAGE} curves are stage 2's fusion loss, the loss the end-to-end "
+                  ""]
+    if report["loss"]:
+        lines += ["## Training", "", f"The {TWO_STAGE} curves are stage 2's fusion loss, the loss the end-to-end "
                   "approaches minimise; stage 1 (a reconstruction loss) counts in the training cost only.", "",
                   "| approach | run | steps | first loss | final-epoch loss | final temperature |",
                   "|---|---|---|---|---|---|"]

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import compare_training_approaches
 from args_end_to_end import Args
 from args_two_stage import Stage1, Stage2
@@ -46,9 +48,9 @@ SCRIPTS = {STAGE1: ("train_autoencoder.py", Stage1), TWO_STAGE: ("train_fusion.p
            END_TO_END: ("train_end_to_end.py", Args), WARM_START: ("train_end_to_end.py", Args)}
 SET_BY_STUDY = ("out_root", "seed", "resume", "demo", "ir_encoder", "vi_encoder", "reference", "init_from",
                 "init_ir_encoder", "init_vi_encoder", "init_reference")
-# Demo scale: 48 synthetic pairs trained at 64 x 64, a narrow model, short schedules; 12 test pairs, enough
-# for a signed-rank test to survive Holm's correction across the metrics.
-DEMO_DATA, DEMO_TEST_PAIRS = Path("data/demo_study"), 12
+# Demo scale: 48 synthetic 64 x 64 pairs, a narrow model, short schedules; 12 test pairs, enough for a
+# signed-rank test to survive Holm's correction across the metrics.
+DEMO_DATA, DEMO_TEST_PAIRS, DEMO_SIZE = Path("data/demo_study"), 12, 64
 DEMO_SETTINGS = {k: v for k, v in DEMO.items() if k not in ("out_root", "test_dir", "dataset")}
 DEMO_EPOCHS = {STAGE1: 4, TWO_STAGE: 12, END_TO_END: 12, WARM_START: 12}
 DEMO_CURVE_IMAGES = 4
@@ -271,13 +273,13 @@ def train_locked(runs: list[Run], nproc: int) -> None:
 
 # ------------------------------------------------------------------------------------------- slurm
 
-def slurm_scripts(study: Path, runs: list[Run], argv: list[str]) -> dict[str, str]:
+def slurm_scripts(study: Path, runs: list[Run], argv: list[str], nproc: int) -> dict[str, str]:
     """A job array (one task per arm run, each `study.py ... --only ARM:SEED`), a comparison job, a submitter."""
     arm_runs = [r.name for r in runs if r.arm != STAGE1]
     base = [a for a in argv if a != "--slurm"]
     command = shlex.join([sys.executable, "study.py", *base])
     logs = study / "slurm"
-    sbatch = [f"#SBATCH --job-name=study-{study.name}", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=8",
+    sbatch = [f"#SBATCH --job-name=study-{study.name}", f"#SBATCH --gres=gpu:{nproc}", "#SBATCH --cpus-per-task=8",
               "#SBATCH --time=48:00:00"]
     array = ["#!/bin/bash", f"# One task per run of study {study}; tasks sharing a stage-1 run train it once.",
              *sbatch, f"#SBATCH --output={logs}/%x_%A_%a.out", f"#SBATCH --array=0-{len(arm_runs) - 1}",
@@ -292,9 +294,9 @@ def slurm_scripts(study: Path, runs: list[Run], argv: list[str]) -> dict[str, st
     return {"array.sbatch": "\n".join(array), "compare.sbatch": "\n".join(comparison), "submit.sh": "\n".join(submit)}
 
 
-def write_slurm(study: Path, runs: list[Run], argv: list[str]) -> Path:
+def write_slurm(study: Path, runs: list[Run], argv: list[str], nproc: int) -> Path:
     folder = study / "slurm"
-    for name, text in slurm_scripts(study, runs, argv).items():
+    for name, text in slurm_scripts(study, runs, argv, nproc).items():
         path = atomic_write(folder / name, lambda temp, text=text: temp.write_text(text))
         path.chmod(0o755)
     return folder / "submit.sh"
@@ -360,12 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_overrides(overrides)
         if args.demo:
-            make_demo_dataset(DEMO_DATA, n_test=DEMO_TEST_PAIRS)
+            make_demo_dataset(DEMO_DATA, n_test=DEMO_TEST_PAIRS, size=DEMO_SIZE)
+            os.environ.setdefault("OMP_NUM_THREADS", "1")  # demo-sized tensors gain nothing from a second thread
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # this process fuses for the comparison
         runs = plan(study, args.arms, args.seeds, overrides, args.demo)
         if args.baseline not in args.arms:
             raise CrossFuseError(f"--baseline {args.baseline}: not among --arms {','.join(args.arms)}")
         if args.slurm:
-            print(f"wrote the Slurm scripts; submit with: bash {write_slurm(study, runs, argv)}")
+            print(f"wrote the Slurm scripts; submit with: bash {write_slurm(study, runs, argv, args.nproc)}")
             return 0
         chosen = select(runs, args.only)
         if args.dry_run:

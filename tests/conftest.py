@@ -26,3 +26,12 @@ def reference_dir() -> Path:
     if not (REFERENCE / "crossfuse_vectors.pt").is_file():
         pytest.skip(f"reference vectors not found at {REFERENCE} (the ../shared folder beside the project)")
     return REFERENCE
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test: tiny models gain nothing from more, and spinning threads crawl on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,6 +24,9 @@ PLOTS = ("loss_curves.png", "loss_terms.png", "temperature.png", "lr.png", "trai
          "feature_maps.png", "cka.png", "quality_vs_time.png", "quality_vs_epoch.png")
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only spin on a busy machine
+
+
 def write_loss(path: Path, terms: tuple[str, ...], config: dict, epochs: int = 2, steps: int = 6,
                temperature: bool = False) -> None:
     """A cumulative loss file in the training scripts' format."""
@@ -73,15 +76,6 @@ def make_runs(root: Path, test_dir: Path) -> None:
     write_loss(root / "transfuse" / "loss" / "loss_data_trans_e1.mat", ("intensity", "gradient"), config)
     write_loss(root / "end_to_end" / "loss" / "loss_data_end_to_end_e1.mat", ("intensity", "gradient"), config,
                temperature=True)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -160,6 +154,8 @@ def test_chosen_epochs_max_images_and_reference_column(runs, tmp_path, capsys):
     verdicts = {t["verdict"] for c in report["comparison"].values() for t in c.values()}
     assert verdicts == {"too little data"}  # 3 images can never give p < 0.05
     assert "reference" in stdout
+    markdown = (out / "report.md").read_text()
+    assert "## Training" in markdown and "(loss_curves.png)" in markdown and "quality_vs_time" not in markdown
     assert not list(reference.rglob("eval"))  # nothing cached into the released-model folder
 
 
@@ -327,11 +323,15 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
 
 
 def test_identical_approaches_give_no_significant_difference(study_dir, tmp_path, capsys):
-    code, _, _ = run_main(["--run", f"a={study_dir / 'two-stage'}", "--run", f"b={study_dir / 'two-stage'}",
+    moved = study_dir.rename(tmp_path / "moved")  # the checkpoints' stage-1 paths now point nowhere
+    code, _, _ = run_main(["--run", f"a={moved / 'two-stage'}", "--run", f"b={moved / 'two-stage'}",
                            "--baseline", "a", "--test", tmp_path / "test", "--out", tmp_path / "r",
                            "--curve-images", 0], capsys)
     assert code == 0
-    comparison = json.loads((tmp_path / "r" / "report.json").read_text())["comparison"]["b"]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert set(report["training_cost"]["b"][1]["stages"]) == {"stage 1 (IR)", "stage 1 (VIS)", "stage 2"}
+    assert not any("no stage-1 loss files" in w for w in report["warnings"])
+    comparison = report["comparison"]["b"]
     assert {r["verdict"] for r in comparison.values()} == {"no significant difference"}
     # the same runs: no difference at all, and an interval around zero as wide as the run-to-run noise
     assert all(r["diff"] == 0 and r["ci_low"] < 0 < r["ci_high"] for r in comparison.values())

@@ -1,6 +1,7 @@
 """study.py and the warm-start arm on tiny real training runs: resume after a kill, --only, --dry-run, --slurm."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,10 +20,13 @@ from utils.demo_data import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image_size=32", "--batch_size=2", "--workers=0", "--train_num=0", "--shallow=4", "--growth=4", "--deep=8",
-        "--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2", "--epochs=2", "--step=1", "--preview_images=1",
+        "--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2", "--epochs=1", "--step=1", "--preview_images=1",
         "--checkpoint_every=1", "--device=cpu"]
 FUSION_ONLY = ("--tile", "--heads", "--mlp_ratio")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only spin on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +50,15 @@ def test_dry_run_lists_runs_and_trains_nothing(data, tmp_path, capsys):
     lines = out.splitlines()
     assert [line.split()[0] for line in lines[:4]] == ["stage-1:0", "two-stage:0", "end-to-end:0", "warm-start:0"]
     assert all(" to train " in line for line in lines[:4])
-    assert "train_fusion.py" in lines[1] and "--ir_encoder=" in lines[1] and "auto_encoder_epoch_2_ir.model" in lines[1]
+    assert "train_fusion.py" in lines[1] and "--ir_encoder=" in lines[1] and "auto_encoder_epoch_1_ir.model" in lines[1]
     assert f"--init_from={tmp_path / 's' / 'stage-1' / 'seed_0'}" in lines[3]
-    assert "--seed=0" in lines[2] and "--epochs=2" in lines[2] and "--resume" not in out
+    assert "--seed=0" in lines[2] and "--epochs=1" in lines[2] and "--resume" not in out
     assert "4 of 4 runs to train" in out
     assert not (tmp_path / "s").exists()
+    assert study.main(study_args(data, tmp_path, "--dry-run", "--nproc", "2", "--only", "end-to-end:0")) == 0
+    only = capsys.readouterr().out.splitlines()
+    assert len(only) == 2 and only[0].startswith("end-to-end:0") and "1 of 1 runs to train" in only[1]
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 train_end_to_end.py" in only[0]
 
 
 def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
@@ -64,14 +72,14 @@ def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
 
 
 def test_killed_study_resumes_without_retraining_finished_runs(data, tmp_path):
-    argv = [*study_args(data, tmp_path, arms="two-stage,end-to-end"), "--curve-images", "0"]
+    argv = [*study_args(data, tmp_path, "--batch_size=1", arms="two-stage,end-to-end"), "--curve-images", "0"]
     s = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "study.py", *argv], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     state = run_layout.state_file(s / "two-stage" / "seed_0" / "transfuse", "trans")
     deadline = time.time() + 200
     while not state.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the study and its training process, mid-run, as a crash would
     proc.wait()
     assert state.is_file(), "stage 2 never started"
@@ -81,19 +89,29 @@ def test_killed_study_resumes_without_retraining_finished_runs(data, tmp_path):
 
     result = run_study(argv)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming trans at epoch" in result.stdout
     assert "study: 1/3 runs done" in result.stdout  # stage 1 finished before the kill
     assert "study: 2/3 runs done, about" in result.stdout and "study: 3/3 runs done" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in stage1} == stamps  # not retrained
     log = run_layout.latest_losses(s / "two-stage" / "seed_0" / "transfuse", "trans", "")
-    assert log.series["loss_data"].size == 2 * 3  # 2 epochs x 3 batches: resumed, not restarted on top
+    assert log.series["loss_data"].size == 6  # 1 epoch x 6 batches: resumed, not restarted on top
     report = json.loads((s / "report" / "report.json").read_text())
     assert set(report["runs"]) == {"two-stage", "end-to-end"} and report["single_run"]
     assert report["training_cost"]["two-stage"][0]["stages"].keys() == {"stage 1 (IR)", "stage 1 (VIS)", "stage 2"}
     assert (s / "report" / "table.tex").is_file() and (s / "report" / "report.md").is_file()
 
-    again = run_study([*argv, "--no-compare"])
-    assert again.returncode == 0 and "study: 3/3 runs done, nothing left to train" in again.stdout
-    assert "study: training two-stage" not in again.stdout and "study: training stage-1" not in again.stdout
+
+    for arm in ("two-stage", "end-to-end"):  # retrain both arms at once, one per "GPU" (the CPU here)
+        shutil.rmtree(s / arm)
+    concurrent = run_study([*argv, "--no-compare", "--gpus", "0,1"])
+    assert concurrent.returncode == 0, concurrent.stdout + concurrent.stderr
+    assert "study: training two-stage:0 in" in concurrent.stdout and "on GPU 0" in concurrent.stdout
+    assert "study: training end-to-end:0 in" in concurrent.stdout and "on GPU 1" in concurrent.stdout
+    assert "study: 1/3 runs done" in concurrent.stdout and "study: 3/3 runs done" in concurrent.stdout
+    assert "stage-1:0 in" not in concurrent.stdout
+    for arm, job in (("two-stage", "transfuse"), ("end-to-end", "end_to_end")):
+        assert "epoch 1 done" in (s / arm / "seed_0" / "train.log").read_text()
+        assert run_layout.fusion_file(s / arm / "seed_0" / job, arm, 1).is_file()
 
 
 def test_slurm_scripts_and_one_array_task_run_locally(data, tmp_path):
@@ -118,9 +136,9 @@ def test_slurm_scripts_and_one_array_task_run_locally(data, tmp_path):
     s = tmp_path / "s"
     assert not (s / "two-stage").exists() and not (s / "end-to-end").exists() and not (s / "report").exists()
     warm = s / "warm-start" / "seed_0" / "end_to_end_warm"
-    meta = read_checkpoint(run_layout.fusion_file(warm, "warm-start", 2)).meta
+    meta = read_checkpoint(run_layout.fusion_file(warm, "warm-start", 1)).meta
     assert meta["approach"] == "end-to-end, warm start"
-    assert meta["encoders_from"] == [str(s / "stage-1" / "seed_0" / "autoencoder" / f"auto_encoder_epoch_2_{m}.model")
+    assert meta["encoders_from"] == [str(s / "stage-1" / "seed_0" / "autoencoder" / f"auto_encoder_epoch_1_{m}.model")
                                      for m in ("ir", "vi")]
     dry = run_study([*argv, "--dry-run"])
     status = {line.split()[0]: line.split()[1] for line in dry.stdout.splitlines()[:4]}
@@ -128,7 +146,7 @@ def test_slurm_scripts_and_one_array_task_run_locally(data, tmp_path):
 
 
 def test_warm_start_begins_from_the_stage1_encoders(data, tmp_path):
-    common = [f"--dataset={data / 'train'}", f"--out_root={tmp_path}", *TINY, "--epochs=1"]
+    common = [f"--dataset={data / 'train'}", f"--out_root={tmp_path}", *TINY]
     train_autoencoder.main([a for a in common if a.split("=")[0] not in FUSION_ONLY])
     stage1 = tmp_path / "autoencoder"
     files = [f"--init_ir_encoder={stage1 / 'auto_encoder_epoch_1_ir.model'}",
