@@ -15,6 +15,7 @@ Every output is checked to be writable before scoring and written atomically.
 """
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -169,15 +170,16 @@ def format_latex(results: dict[str, dict], profile: Profile) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table_csv(path: Path, results: dict[str, dict], profile: Profile) -> None:
+def table_csv_text(results: dict[str, dict], profile: Profile) -> str:
     """The printed table as CSV: profile, method, n, then each metric's mean and std columns."""
     metrics = _metric_names(results)
-    with open(path, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["profile", "method", "n", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std"))])
-        for method, r in results.items():
-            values = [repr(r[stat][m]) for m in metrics for stat in ("mean", "std")]
-            writer.writerow([profile.name, method, len(r["per_image"]), *values])
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(["profile", "method", "n", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std"))])
+    for method, r in results.items():
+        values = [repr(r[stat][m]) for m in metrics for stat in ("mean", "std")]
+        writer.writerow([profile.name, method, len(r["per_image"]), *values])
+    return out.getvalue()
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -206,15 +208,16 @@ def to_json(results: dict[str, dict], profile: Profile = SUITE, missing: Sequenc
     return head | {method: clean(r) for method, r in results.items()}
 
 
-def write_csv(path: Path, results: dict[str, dict]) -> None:
+def csv_text(results: dict[str, dict]) -> str:
     """One row per method and image: method, image, then each metric."""
     metrics = _metric_names(results)
-    with open(path, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["method", "image", *metrics])
-        for method, r in results.items():
-            for name, scores in r["per_image"].items():
-                writer.writerow([method, name, *(repr(scores[m]) for m in metrics)])
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(["method", "image", *metrics])
+    for method, r in results.items():
+        for name, scores in r["per_image"].items():
+            writer.writerow([method, name, *(repr(scores[m]) for m in metrics)])
+    return out.getvalue()
 
 
 def parse_fused(specs: Sequence[str]) -> dict[str, Path]:
@@ -281,11 +284,11 @@ def run(args: argparse.Namespace) -> int:
         document = to_json(results, profile, missing)
         atomic_write(Path(args.json), lambda temp: temp.write_text(json.dumps(document, indent=2) + "\n"))
     if args.csv:
-        atomic_write(Path(args.csv), lambda temp: write_csv(temp, results))
+        atomic_write(Path(args.csv), lambda temp: temp.write_text(csv_text(results)))
     if args.latex:
         atomic_write(Path(args.latex), lambda temp: temp.write_text(format_latex(results, profile)))
     if args.table_csv:
-        atomic_write(Path(args.table_csv), lambda temp: write_table_csv(temp, results, profile))
+        atomic_write(Path(args.table_csv), lambda temp: temp.write_text(table_csv_text(results, profile)))
     if missing and not args.allow_missing:
         print(f"error: {len(missing)} missing pair(s) (listed above); results written, "
               "--allow-missing to accept", file=sys.stderr)
