@@ -34,19 +34,18 @@ from net.checkpoint import find_reference, load_crossfuse, read_checkpoint
 from net.config import ModelConfig
 from net.encoder import Encoder, pad_small
 from net.model import CrossFuse
-from utils import report_plots, run_layout, stats
-from utils.atomic import atomic_write
+from utils import metric_profiles, report_plots, run_layout, stats
+from utils.atomic import atomic_write, check_writable
 from utils.device import pick_device
-from utils.errors import CrossFuseError
+from utils.errors import CrossFuseError, run_main
 from utils.images import read_gray, write_gray
 from utils.inference import fuse_gray, read_pair
-from utils.metrics import METRICS, MIN_SIDE, score_pair
+from utils.metric_profiles import SUITE, Profile, higher_is_better
 from utils.pairs import Pair, discover_pairs, find_pairs
 from utils.run_layout import END_TO_END, LAYOUTS, STAGE1, TWO_STAGE, WARM_START, LossLog
 
 REFERENCE = "reference"
 KNOWN_ORDER = (TWO_STAGE, END_TO_END, WARM_START)
-HIGHER_IS_BETTER = {m: True for m in METRICS}  # every metric of utils.metrics grows with fusion quality
 ENCODER_WIDTHS = ("shallow", "growth", "dense_layers", "deep")  # what stage 1 decides for the later stages
 GRID_PAIRS = 4
 CKA_PIXELS = 2048  # pixels sampled per image and layer for CKA; keeps big test images cheap
@@ -227,23 +226,14 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
     return scan.pairs[: args.max_images] if args.max_images else scan.pairs, source
 
 
-def check_writable(folder: Path) -> None:
-    """Fail in one line, before any work, when the report folder cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / ".write_test", lambda temp: temp.write_text("ok")).unlink()
-    except OSError as e:
-        raise CrossFuseError(f"{folder}: cannot write the report there ({e.strerror or e})") from None
-
-
 # ---------------------------------------------------------------- scoring, cached
 
 
-def usable_metrics(sources: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[str], list[str]]:
-    """Metrics every test image is large enough for, and those skipped (VIF needs 41 px a side)."""
+def usable_metrics(sources: list[tuple[np.ndarray, np.ndarray]], profile: Profile) -> tuple[list[str], list[str]]:
+    """The profile's metrics every test image is large enough for, and those skipped (VIF needs 41 px a side)."""
     side = min(min(ir.shape) for ir, _ in sources)
-    usable = [m for m in METRICS if side >= MIN_SIDE.get(m, 1)]
-    return usable, [m for m in METRICS if m not in usable]
+    usable = [m for m in profile.metrics if side >= profile.min_side.get(m, 1)]
+    return usable, [m for m in profile.metrics if m not in usable]
 
 
 def _stamp(path: Path) -> str:
@@ -251,9 +241,9 @@ def _stamp(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def cache_key(files: list[Path], pairs: list[Pair], metrics: list[str]) -> str:
-    """Identifies a checkpoint's scores on a test set: changes when a file or an image changes."""
-    parts = [*map(_stamp, files), *(f"{_stamp(p.ir)}+{_stamp(p.vi)}" for p in pairs), ",".join(metrics)]
+def cache_key(files: list[Path], pairs: list[Pair], metrics: list[str], profile: str) -> str:
+    """Identifies a checkpoint's scores on a test set: changes when a file, an image or the metrics change."""
+    parts = [*map(_stamp, files), *(f"{_stamp(p.ir)}+{_stamp(p.vi)}" for p in pairs), profile, ",".join(metrics)]
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -265,6 +255,7 @@ class Scorer:
     sources: list[tuple[np.ndarray, np.ndarray]]
     metrics: list[str]
     device: torch.device
+    profile: Profile = SUITE
     warned: bool = False
 
     def scores(self, run: Run, epoch: int, count: int | None = None,
@@ -272,7 +263,7 @@ class Scorer:
         """Per-image scores of a run's checkpoint on the first `count` pairs, and the fused images if asked."""
         pairs, sources = self.pairs[:count], self.sources[:count]
         files = [run.checkpoints[epoch], *run.encoder_files]
-        folder = run.folder / "eval" / f"{files[0].stem}_{cache_key(files, pairs, self.metrics)}"
+        folder = run.folder / "eval" / f"{files[0].stem}_{cache_key(files, pairs, self.metrics, self.profile.name)}"
         names = [p.name for p in pairs]
         pngs = [folder / "fused" / f"{i:04d}.png" for i in range(len(pairs))]
         if run.cache and (folder / "scores.json").is_file() and (not images or all(p.is_file() for p in pngs)):
@@ -281,7 +272,7 @@ class Scorer:
                 return cached["per_image"], [read_gray(p) for p in pngs] if images else []
         model = run.load(epoch).to(self.device)
         fused = [fuse_gray(model, ir, vi, self.device) for ir, vi in sources]
-        per_image = {n: score_pair(f, ir, vi, self.metrics, label=n)
+        per_image = {n: metric_profiles.score(self.profile, f, ir, vi, self.metrics, label=n)
                      for n, f, (ir, vi) in zip(names, fused, sources, strict=True)}
         if run.cache:
             self._store(folder, pngs if images else [], fused, {"checkpoint": str(files[0]), "names": names,
@@ -349,7 +340,7 @@ def mean_curve(curves: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, n
 def time_to_reach(curves: list[dict[str, Any]], metric: str, target: float) -> float | None:
     """Training seconds after which the mean curve first reaches `target` (metric direction aware); None if never."""
     time, score = mean_curve(curves, metric)
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    sign = 1.0 if higher_is_better(metric) else -1.0
     reached = np.flatnonzero(sign * score >= sign * target)
     return float(time[reached[0]]) if reached.size else None
 
@@ -527,7 +518,7 @@ def _mean_sd(mean: float, sd: float) -> str:
 def best_per_metric(report: dict) -> dict[str, str]:
     """The approach with the best mean per metric (direction aware)."""
     means = {a: s["mean"] for a, s in report["scores"].items()}
-    return {m: max(means, key=lambda a: (1 if HIGHER_IS_BETTER[m] else -1) * _finite_or(means[a][m]))
+    return {m: max(means, key=lambda a: (1 if higher_is_better(m) else -1) * _finite_or(means[a][m]))
             for m in report["test"]["metrics"]}
 
 
@@ -589,7 +580,8 @@ def write_tables(report: dict, out: Path) -> None:
         text = f"{_num(s['mean'][m])}" + (f" $\\pm$ {_num(s['sd'][m], 2)}" if math.isfinite(s["sd"][m]) else "")
         return f"\\textbf{{{text}}}" if best[m] == a else text
 
-    lines = ["\\begin{tabular}{l" + "c" * len(approaches) + "}", "\\toprule",
+    lines = [f"% metric profile: {report['test']['profile']} ({report['test']['profile_source']})",
+             "\\begin{tabular}{l" + "c" * len(approaches) + "}", "\\toprule",
              "Metric & " + " & ".join(f"{a} ($n={len(report['runs'][a])}$)" for a in approaches) + " \\\\",
              "\\midrule", *(f"{m} & " + " & ".join(cell(a, m) for a in approaches) + " \\\\"
                             for m in report["test"]["metrics"]), "\\bottomrule", "\\end{tabular}", ""]
@@ -605,14 +597,19 @@ def write_tables(report: dict, out: Path) -> None:
 
 def write_markdown(report: dict, out: Path) -> None:
     plots, alpha, test, baseline = report["plots"], report["alpha"], report["test"], report["baseline"]
+    lower = [m for m in test["metrics"] if not higher_is_better(m)]
     lines = ["# CrossFuse training approaches: " + " vs ".join(report["runs"]), "",
              "| approach | run | checkpoint | epoch | loss file |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {r['label']} | `{r['checkpoint']}` | {r['epoch'] or 'released'} | "
               + (f"`{r['loss_file']}` |" if r["loss_file"] else "- |")
               for a, runs in report["runs"].items() for r in runs]
     lines += ["", *(f"> **Note:** {w}\n" for w in report["warnings"]), "## Fusion quality", "",
-              f"Test set: `{test['source']}`, {test['pairs']} pairs. Mean ± standard deviation across runs of each "
-              "run's mean score (no ± with a single run); every metric is higher-is-better.", "",
+              f"Test set: `{test['source']}`, {test['pairs']} pairs. Metric profile: `{test['profile']}` "
+              f"({test['profile_source']}). Mean ± standard deviation across runs of each run's mean score (no ± "
+              "with a single run); "
+              + (f"lower is better for {', '.join(lower)}, higher for the others." if lower
+                 else "every metric is higher-is-better."),
+              "",
               markdown(quality_rows(report)), "", f"### Against {baseline}", "",
               f"Difference of means (approach − {baseline}) with a {round(100 * (1 - alpha))}% interval from a "
               "hierarchical bootstrap (runs resampled within each approach, then test images), a two-sided Wilcoxon "
@@ -663,14 +660,15 @@ def write_markdown(report: dict, out: Path) -> None:
 def compare(args: argparse.Namespace) -> dict:
     """Everything: load, fuse, score, test, analyse, plot; writes the report and returns its numbers."""
     out, baseline = args.out, args.baseline
-    check_writable(out)
+    check_writable(out, "report folder")
     device = pick_device(args.device)
     runs = load_runs(args)
     trained = {a: group for a, group in runs.items() if group[0].log is not None}
     pairs, source = find_test_pairs(args, [r for group in runs.values() for r in group])
     sources = [read_pair(p) for p in pairs]
-    metrics, skipped = usable_metrics(sources)
-    scorer = Scorer(pairs, sources, metrics, device)
+    profile = metric_profiles.get_profile(args.profile)
+    metrics, skipped = usable_metrics(sources, profile)
+    scorer = Scorer(pairs, sources, metrics, device, profile)
     names = [p.name for p in pairs]
     all_runs = [r for group in runs.values() for r in group]
     per_run, fused = {}, {}
@@ -679,7 +677,7 @@ def compare(args: argparse.Namespace) -> dict:
         fused.setdefault(run.approach, images[:GRID_PAIRS])
     summaries = {a: approach_scores([per_run[a, r.label] for r in group], names, metrics) for a, group in runs.items()}
     comparison = {a: stats.compare_metrics(summaries[baseline]["arrays"], summaries[a]["arrays"], args.alpha,
-                                           HIGHER_IS_BETTER, args.bootstrap)
+                                           {m: higher_is_better(m) for m in metrics}, args.bootstrap)
                   for a in runs if a != baseline}
     count = min(args.curve_images, len(pairs))
     curves = {a: [quality_curve(r, scorer, count) for r in tqdm(
@@ -713,8 +711,8 @@ def compare(args: argparse.Namespace) -> dict:
                           "model_config": r.config.to_dict(),
                           "stage1_loss_files": {m: str(log.path) for m, log in r.stage1.items()}} for r in group]
                      for a, group in runs.items()},
-            "test": {"source": source, "pairs": len(pairs), "names": names, "metrics": metrics,
-                     "skipped_metrics": skipped},
+            "test": {"source": source, "pairs": len(pairs), "names": names, "profile": profile.name,
+                     "profile_source": profile.source, "metrics": metrics, "skipped_metrics": skipped},
             "scores": {a: {k: v for k, v in s.items() if k != "arrays"} for a, s in summaries.items()},
             "per_image": {a: {r.label: per_run[a, r.label] for r in group} for a, group in runs.items()},
             "comparison": comparison,
@@ -786,7 +784,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default 2000)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    parser.add_argument("--profile", default=SUITE.name, help="metric definitions and names: this suite's (default) or "
+                        f"a toolbox's, one of {', '.join(metric_profiles.PROFILES)} (see evaluate.py)")
     args = parser.parse_args(argv)
+    metric_profiles.get_profile(args.profile)
     if args.study and args.run:
         parser.error("give --study or --run, not both")
     if args.demo:
@@ -808,15 +809,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def cli(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        report = compare(args)
-    except CrossFuseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary(report, args.out))
+    print(summary(compare(args), args.out))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line behind the suite's error boundary: its exit code."""
+    return run_main(cli, argv)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ import compare_training_approaches
 from args_end_to_end import Args
 from args_two_stage import Stage1, Stage2
 from utils import run_layout
-from utils.atomic import atomic_write
+from utils.atomic import atomic_write, check_writable
 from utils.config import defaults, parse_overrides
 from utils.demo_data import make_demo_dataset
-from utils.errors import CrossFuseError
+from utils.errors import CrossFuseError, run_main
+from utils.metric_profiles import get_profile
 from utils.run_layout import END_TO_END, STAGE1, TWO_STAGE, WARM_START
 from utils.trainer import DEMO
 
@@ -320,6 +321,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--no-compare", action="store_true", help="train only; no report")
     parser.add_argument("--curve-images", type=int, help="comparison: test pairs scored per epoch (8; 4 with --demo)")
     parser.add_argument("--baseline", default=TWO_STAGE, help=f"comparison: approach tested against ({TWO_STAGE})")
+    parser.add_argument("--profile", default="suite", help="comparison: metric profile (suite, vifb, tang, crossfuse, "
+                        "cddfuse; see evaluate.py)")
     args, overrides = parser.parse_known_args(argv)
     args.seeds = args.seeds or ("0,1" if args.demo else "0,1,2")
     args.name = args.name or ("demo" if args.demo else "study")
@@ -345,7 +348,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def compare_argv(args: argparse.Namespace, study: Path) -> list[str]:
-    argv = ["--study", str(study), "--baseline", args.baseline]
+    argv = ["--study", str(study), "--baseline", args.baseline, "--profile", args.profile]
     if args.test:
         argv += ["--test", str(args.test)]
     if args.curve_images is not None:
@@ -353,47 +356,46 @@ def compare_argv(args: argparse.Namespace, study: Path) -> list[str]:
     return argv
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def cli(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     study = args.root / args.name
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs `finally`: children stop with the study
-    try:
-        check_overrides(overrides)
-        if args.demo:
-            make_demo_dataset(DEMO_DATA, n_test=DEMO_TEST_PAIRS, size=DEMO_SIZE)
-            os.environ.setdefault("OMP_NUM_THREADS", "1")  # demo-sized tensors gain nothing from a second thread
-            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # this process fuses for the comparison
-        runs = plan(study, args.arms, args.seeds, overrides, args.demo)
-        if args.baseline not in args.arms:
-            raise CrossFuseError(f"--baseline {args.baseline}: not among --arms {','.join(args.arms)}")
-        if args.slurm:
-            print(f"wrote the Slurm scripts; submit with: bash {write_slurm(study, runs, argv, args.nproc)}")
-            return 0
-        chosen = select(runs, args.only)
-        if args.dry_run:
-            for run in chosen:
-                print(f"{run.name:<14} {run.status():<8} {shlex.join(run.command(args.nproc))}")
-            print(f"{sum(not r.done() for r in chosen)} of {len(chosen)} runs to train; report in {study / 'report'}")
-            return 0
-        if not args.no_compare and args.only is None:
-            compare_training_approaches.check_writable(study / "report")
-        if args.only:
-            train_locked(chosen, args.nproc)
-        else:
-            train_all(chosen, args.nproc, args.gpus)
-        print(f"study: training done in {_duration(time.perf_counter() - started)}", flush=True)
-        if args.no_compare or args.only:
-            return 0
-        code = compare_training_approaches.main(compare_argv(args, study))
-        print(f"study: finished in {_duration(time.perf_counter() - started)}", flush=True)
-        return code
-    except (CrossFuseError, KeyboardInterrupt) as e:
-        interrupted = isinstance(e, KeyboardInterrupt)
-        print("interrupted: rerun the same command to continue where the study stopped" if interrupted
-              else f"error: {e}", file=sys.stderr)
-        return 130 if interrupted else 2
+    get_profile(args.profile)
+    check_overrides(overrides)
+    if args.demo:
+        make_demo_dataset(DEMO_DATA, n_test=DEMO_TEST_PAIRS, size=DEMO_SIZE)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # demo-sized tensors gain nothing from a second thread
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # this process fuses for the comparison
+    runs = plan(study, args.arms, args.seeds, overrides, args.demo)
+    if args.baseline not in args.arms:
+        raise CrossFuseError(f"--baseline {args.baseline}: not among --arms {','.join(args.arms)}")
+    if args.slurm:
+        print(f"wrote the Slurm scripts; submit with: bash {write_slurm(study, runs, argv, args.nproc)}")
+        return 0
+    chosen = select(runs, args.only)
+    if args.dry_run:
+        for run in chosen:
+            print(f"{run.name:<14} {run.status():<8} {shlex.join(run.command(args.nproc))}")
+        print(f"{sum(not r.done() for r in chosen)} of {len(chosen)} runs to train; report in {study / 'report'}")
+        return 0
+    if not args.no_compare and args.only is None:
+        check_writable(study / "report", "report folder")
+    if args.only:
+        train_locked(chosen, args.nproc)
+    else:
+        train_all(chosen, args.nproc, args.gpus)
+    print(f"study: training done in {_duration(time.perf_counter() - started)}", flush=True)
+    if args.no_compare or args.only:
+        return 0
+    code = compare_training_approaches.main(compare_argv(args, study))
+    print(f"study: finished in {_duration(time.perf_counter() - started)}", flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line behind the suite's error boundary: its exit code."""
+    return run_main(cli, argv, interrupted="interrupted: rerun the same command to continue where the study stopped")
 
 
 if __name__ == "__main__":

@@ -133,6 +133,22 @@ def test_full_report_from_configured_test_folder(runs, tmp_path, capsys):
     assert not list(out.glob(".*"))  # no temporary or probe files left
 
 
+def test_metric_profile_names_the_metrics_and_their_direction(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, _, _ = run_main(["--root", runs, "--out", out, "--device", "cpu", "--curve-images", 0,
+                           "--profile", "tang"], capsys)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["test"]["profile"] == "tang" and {"MSE", "Nabf"} <= set(report["test"]["metrics"])
+    assert report["comparison"]["end-to-end"]["Nabf"]["higher_is_better"] is False
+    assert report["comparison"]["end-to-end"]["EN"]["higher_is_better"] is True
+    assert "Metric profile: `tang`" in (out / "report.md").read_text() and "lower is better for" in (
+        out / "report.md").read_text()
+    assert (out / "table.tex").read_text().startswith("% metric profile: tang")
+    code, _, err = run_main(["--root", runs, "--out", out, "--profile", "matlab"], capsys)
+    assert code == 2 and "unknown metric profile 'matlab'" in err
+
+
 def test_chosen_epochs_max_images_and_reference_column(runs, tmp_path, capsys):
     reference = tmp_path / "reference"
     reference.mkdir()
@@ -209,7 +225,7 @@ def test_unwritable_report_folder_fails_before_any_scoring(runs, tmp_path, capsy
     monkeypatch.setattr(compare.Scorer, "scores", lambda *a, **k: pytest.fail("scored before checking the output"))
     (tmp_path / "file").write_text("")
     code, _, err = run_main(["--root", runs, "--out", tmp_path / "file" / "report"], capsys)
-    assert code == 2 and err.count("\n") == 1 and "cannot write the report there" in err
+    assert code == 2 and err.count("\n") == 1 and "report folder is not writable" in err
 
 
 @pytest.mark.parametrize(("diff", "verdict"), [

@@ -300,6 +300,14 @@ def score(
     return M.score_pair(f, a, b, metrics, label, profile.metrics, profile.min_side)
 
 
+LOWER_IS_BETTER = frozenset({"Cross_entropy", "Rmse", "MSE", "Nabf", "Qcv"})  # errors, noise, distortion
+
+
+def higher_is_better(metric: str) -> bool:
+    """The direction of a metric of any profile: most grow with fusion quality, LOWER_IS_BETTER shrink."""
+    return metric not in LOWER_IS_BETTER
+
+
 def get_profile(name: str) -> Profile:
     """The profile called `name`, or a CrossFuseError listing the choices."""
     if name not in PROFILES:
