@@ -102,7 +102,7 @@ def test_missing_extra_unreadable_and_mismatched_fused_images_are_reported(data)
     result = evaluate.evaluate_folder(data / "max", pairs, FEW)
     assert result["per_image"] == {}
     problems = result["problems"]
-    assert any("1.png: image sizes differ (fused 40x56, IR 48x56, VIS 48x56)" in p for p in problems)
+    assert any("1.png: image sizes differ (fused 56x40, IR 56x48, VIS 56x48)" in p for p in problems)
     assert any("2.png: not a readable image" in p for p in problems)
     assert all(math.isnan(v) for v in result["mean"].values())
 
@@ -216,7 +216,7 @@ def test_cli_reports_unpaired_sources_and_mismatched_size(data):
     assert out.returncode == 0, out.stderr
     assert "2 problem(s):" in out.stderr
     assert "4.png: no IR/VIS partner" in out.stderr
-    assert "2.png: image sizes differ (fused 50x56, IR 48x56, VIS 48x56)" in out.stderr
+    assert "2.png: image sizes differ (fused 56x50, IR 56x48, VIS 56x48)" in out.stderr
     assert out.stdout.splitlines()[2].split()[:2] == ["mean", "2"]
 
 

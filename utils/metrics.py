@@ -26,7 +26,8 @@ def as_float(x: np.ndarray) -> np.ndarray:
 
 
 def _size(x: np.ndarray) -> str:
-    return "x".join(map(str, x.shape))
+    """width x height (the suite's order everywhere), then any further axes."""
+    return "x".join(map(str, (*x.shape[1::-1], *x.shape[2:]))) if x.ndim >= 2 else "x".join(map(str, x.shape))
 
 
 def levels(x: np.ndarray) -> np.ndarray:
@@ -120,7 +121,7 @@ def vif_single(ref: np.ndarray, dist: np.ndarray) -> float:
     """
     ref, dist = as_float(ref), as_float(dist)
     if min(ref.shape) < VIF_MIN_SIDE:
-        raise ValueError(f"VIF needs images of at least {VIF_MIN_SIDE}x{VIF_MIN_SIDE}, got {ref.shape}")
+        raise ValueError(f"VIF needs images of at least {VIF_MIN_SIDE}x{VIF_MIN_SIDE}, got {_size(ref)}")
     num = den = 0.0
     for scale in range(1, 5):
         n = 2 ** (5 - scale) + 1
@@ -322,7 +323,7 @@ def ms_ssim_single(x: np.ndarray, y: np.ndarray) -> float:
     """
     x, y = as_float(x), as_float(y)
     if min(x.shape) < 16:
-        raise ValueError(f"MS-SSIM needs images of at least 16x16, got {x.shape}")
+        raise ValueError(f"MS-SSIM needs images of at least 16x16, got {_size(x)}")
     result = 1.0
     for scale, weight in enumerate(_MS_SSIM_WEIGHTS):
         lum, cs = _ssim_maps(x, y, min(11, *x.shape))
