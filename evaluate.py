@@ -12,6 +12,11 @@ counterparts) are also recorded under "missing" in the JSON and make the exit co
 results are written, unless --allow-missing. The table shows per-metric mean and (population)
 standard deviation, one row per method, under the metric profile's name (utils/metric_profiles.py).
 Every output is checked to be writable before scoring and written atomically.
+
+Metrics reward noise and grids and punish flat images, so the table always ends with the pixel-mean
+and pixel-max fusion rules computed on the same pairs (the rows a model must beat), and every fused
+image is checked by utils/guards.py (collapsed contrast, a periodic pattern at the CAM's token period,
+tile seams); flagged images are listed under the table and in the JSON ("flags").
 """
 import argparse
 import csv
@@ -27,11 +32,12 @@ from tqdm import tqdm
 
 from utils.atomic import atomic_write, check_output_file
 from utils.errors import CrossFuseError, run_main
-from utils.images import is_image_file
+from utils.guards import image_flags, reference_fusions
+from utils.images import is_image_file, read_gray
 from utils.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
 from utils.pairs import Pair, find_pairs
 
-RESERVED = ("profile", "missing")
+RESERVED = ("profile", "missing", "reference_rules")
 """Top-level JSON keys, so not usable as method names."""
 
 
@@ -82,7 +88,8 @@ def evaluate_folder(
 
     Returns {"mean": {metric: v}, "std": {...}, "per_image": {pair name: {metric: v}},
     "problems": [one line per pair that could not be scored, or fused file matching no pair],
-    "missing": [pair names without a fused image, then fused files matching no pair]}.
+    "missing": [pair names without a fused image, then fused files matching no pair],
+    "flags": {pair name: [the guards' raised flags, as text]} for the images any guard flags}.
     """
     metrics = list(profile.metrics) if metrics is None else list(metrics)
     index = index_fused(fused_dir)
@@ -90,6 +97,7 @@ def evaluate_folder(
     problems: list[str] = []
     missing: list[str] = []
     used: set[Path] = set()
+    flags: dict[str, list[str]] = {}
     for pair in tqdm(pairs, desc=desc or Path(fused_dir).name, unit="img", file=sys.stderr):
         candidates = fused_for(pair, index)
         used.update(candidates)
@@ -105,13 +113,47 @@ def evaluate_folder(
         try:
             f, a, b = (profile.read(path) for path in (candidates[0], pair.ir, pair.vi))
             per_image[pair.name] = score(profile, f, a, b, metrics, label=str(candidates[0]))
+            raised = image_flags(*(read_gray(path) for path in (candidates[0], pair.ir, pair.vi)))
         except CrossFuseError as err:
             problems.append(str(err))
+            continue
+        if raised:
+            flags[pair.name] = [str(flag) for flag in raised]
     unused = [path for group in index.values() for path in group if path not in used]
     problems += [f"{path}: fused image matches no IR/VIS pair" for path in unused]
     missing += [str(path) for path in unused]
     mean, std = summarize(per_image, metrics)
-    return {"mean": mean, "std": std, "per_image": per_image, "problems": problems, "missing": missing}
+    return {"mean": mean, "std": std, "per_image": per_image, "problems": problems, "missing": missing,
+            "flags": flags}
+
+
+def evaluate_rules(pairs: Sequence[Pair], metrics: Sequence[str], profile: Profile = SUITE) -> dict[str, dict]:
+    """The pixel-mean and pixel-max fusion rules scored on the same pairs: the rows any model must beat.
+
+    The rules fuse the sources as the profile reads them (its grey levels), so they are scored under
+    the same convention as the methods; pairs that cannot be read are left to the methods' problems.
+    """
+    per_rule: dict[str, dict[str, dict[str, float]]] = {}
+    for pair in tqdm(pairs, desc="pixel-mean/max rules", unit="img", file=sys.stderr):
+        try:
+            a, b = profile.read(pair.ir), profile.read(pair.vi)
+            for rule, fused in reference_fusions(a, b).items():
+                scores = score(profile, fused.astype(a.dtype), a, b, metrics, label=f"{rule} of {pair.name}")
+                per_rule.setdefault(rule, {})[pair.name] = scores
+        except CrossFuseError:
+            continue
+    return {rule: dict(zip(("mean", "std"), summarize(per_image, metrics), strict=True)) | {"per_image": per_image}
+            for rule, per_image in per_rule.items()}
+
+
+def format_flags(results: dict[str, dict]) -> str:
+    """The flagged images per method, one line each: what metrics misjudge, to be looked at."""
+    lines = [f"  [{method}] {name}: {'; '.join(raised)}" for method, r in results.items()
+             for name, raised in r.get("flags", {}).items()]
+    if not lines:
+        return "guards: no fused image flagged (collapsed, periodic artefact, tile seams)"
+    return "\n".join([f"guards: {len(lines)} fused image(s) flagged; look at them before trusting their scores:",
+                       *lines])
 
 
 def _number(value: float) -> str:
@@ -186,9 +228,10 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def to_json(results: dict[str, dict], profile: Profile = SUITE, missing: Sequence[str] = ()) -> dict:
-    """The JSON document: {"profile", "missing", "mean", "std", "per_image"} for one method;
-    "profile", "missing" and one {"mean", "std", "per_image"} entry per method for several.
+def to_json(results: dict[str, dict], profile: Profile = SUITE, missing: Sequence[str] = (),
+            rules: dict[str, dict] | None = None) -> dict:
+    """The JSON document: {"profile", "missing", "reference_rules", "mean", "std", "per_image", "flags"} for
+    one method; "profile", "missing", "reference_rules" and one such entry per method for several.
 
     Non-finite values (inf PSNR of exact copies, its nan std) become null to keep the JSON standard.
     """
@@ -200,9 +243,10 @@ def to_json(results: dict[str, dict], profile: Profile = SUITE, missing: Sequenc
                 name: {m: _finite_or_none(v) for m, v in scores.items()}
                 for name, scores in r["per_image"].items()
             },
-        }
+        } | ({"flags": r["flags"]} if "flags" in r else {})
 
-    head = {"profile": profile.name, "missing": list(missing)}
+    head = {"profile": profile.name, "missing": list(missing),
+            "reference_rules": {rule: clean(r) for rule, r in (rules or {}).items()}}
     if len(results) == 1:
         return head | clean(next(iter(results.values())))
     return head | {method: clean(r) for method, r in results.items()}
@@ -278,17 +322,20 @@ def run(args: argparse.Namespace) -> int:
         folders = ", ".join(map(str, methods.values()))
         raise CrossFuseError(f"{folders}: nothing could be scored (see the problems listed above)")
 
+    rules = evaluate_rules(scan.pairs, metrics, profile)
+    table = results | {f"rule: {rule}": r for rule, r in rules.items()}
     print(f"metric profile: {profile.name} ({profile.source})")
-    print(format_table(results))
+    print(format_table(table))
+    print(format_flags(results))
     if args.json:
-        document = to_json(results, profile, missing)
+        document = to_json(results, profile, missing, rules)
         atomic_write(Path(args.json), lambda temp: temp.write_text(json.dumps(document, indent=2) + "\n"))
     if args.csv:
         atomic_write(Path(args.csv), lambda temp: temp.write_text(csv_text(results)))
     if args.latex:
-        atomic_write(Path(args.latex), lambda temp: temp.write_text(format_latex(results, profile)))
+        atomic_write(Path(args.latex), lambda temp: temp.write_text(format_latex(table, profile)))
     if args.table_csv:
-        atomic_write(Path(args.table_csv), lambda temp: temp.write_text(table_csv_text(results, profile)))
+        atomic_write(Path(args.table_csv), lambda temp: temp.write_text(table_csv_text(table, profile)))
     if missing and not args.allow_missing:
         print(f"error: {len(missing)} missing pair(s) (listed above); results written, "
               "--allow-missing to accept", file=sys.stderr)

@@ -140,9 +140,11 @@ def test_format_table_shows_mean_row_and_std_row_per_method():
 def test_to_json_layout_and_non_finite_values():
     one = {"mean": {"PSNR": math.inf}, "std": {"PSNR": math.nan}, "per_image": {"x": {"PSNR": math.inf}}}
     expected = {"mean": {"PSNR": None}, "std": {"PSNR": None}, "per_image": {"x": {"PSNR": None}}}
-    assert evaluate.to_json({"m": one}) == {"profile": "suite", "missing": []} | expected
-    several = evaluate.to_json({"m": one, "n": one}, get_profile("tang"), ["[n] 3"])
-    assert several == {"profile": "tang", "missing": ["[n] 3"], "m": expected, "n": expected}
+    head = {"profile": "suite", "missing": [], "reference_rules": {}}
+    assert evaluate.to_json({"m": one}) == head | expected
+    several = evaluate.to_json({"m": one, "n": one}, get_profile("tang"), ["[n] 3"], {"pixel-mean": one})
+    assert several == {"profile": "tang", "missing": ["[n] 3"], "reference_rules": {"pixel-mean": expected},
+                       "m": expected, "n": expected}
 
 
 def test_parse_fused_and_metrics():
@@ -168,13 +170,18 @@ def test_cli_writes_table_json_and_csv(data):
     out = cli("--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"),
               "--json", str(data / "out" / "s.json"), "--csv", str(data / "out" / "s.csv"))
     assert out.returncode == 0, out.stderr
-    profile, header, means, stds = out.stdout.splitlines()
+    profile, header, means, stds, rule_mean, _, rule_max, _, guards = out.stdout.splitlines()
     assert profile.startswith("metric profile: suite")
     assert header.split() == ["method", "n", *METRICS]
     assert means.split()[:2] == ["mean", "3"]
+    assert rule_mean.split()[:3] == ["rule:", "pixel-mean", "3"] and rule_max.split()[:3] == ["rule:", "pixel-max", "3"]
+    assert rule_mean.split()[3:] == means.split()[2:]  # the 'mean' folder holds exactly the pixel-mean rule
+    assert guards.startswith("guards: no fused image flagged")
 
     document = json.loads((data / "out" / "s.json").read_text())
-    assert set(document) == {"profile", "missing", "mean", "std", "per_image"}
+    assert set(document) == {"profile", "missing", "reference_rules", "mean", "std", "per_image", "flags"}
+    assert set(document["reference_rules"]) == {"pixel-mean", "pixel-max"} and document["flags"] == {}
+    assert document["reference_rules"]["pixel-mean"]["per_image"] == document["per_image"]
     assert document["profile"] == "suite" and document["missing"] == []
     assert list(document["per_image"]) == ["1", "2", "3"]
     assert list(document["mean"]) == list(METRICS)
@@ -200,7 +207,7 @@ def test_cli_compares_methods_and_reports_missing_fused_image(data):
     assert "[max] 3: no fused image" in out.stderr
 
     document = json.loads((data / "s.json").read_text())
-    assert set(document) == {"profile", "missing", "avg", "max"}
+    assert set(document) == {"profile", "missing", "reference_rules", "avg", "max"}
     assert document["missing"] == ["[max] 3"]
     assert list(document["max"]["per_image"]) == ["1", "2"]
     rows = list(csv.DictReader((data / "s.csv").open()))
@@ -350,3 +357,29 @@ def test_failed_write_keeps_previous_results(data, monkeypatch, capsys):
     assert "s.csv: cannot write (No space left on device)" in capsys.readouterr().err
     assert (data / "s.csv").read_text() == previous
     assert sorted(p.name for p in data.iterdir() if p.name.startswith(".")) == []
+
+
+# --- guards: reference rules and flagged images ---------------------------------------------------
+
+
+def test_flat_and_dotted_fusions_are_flagged_and_listed(data):
+    for i in (1, 2, 3):
+        a = np.asarray(Image.open(data / "ir" / f"{i}.png"), dtype=float)
+        b = np.asarray(Image.open(data / "vi" / f"{i}.png"), dtype=float)
+        mean = np.rint((a + b) / 2)
+        save(data / "flat" / f"{i}.png", np.full(SIZE, 120, np.uint8))
+        dots = mean.copy()
+        dots[::16, ::16] = 255  # a dot at every token (16 px), as the collapsed two-stage model drew
+        dots[1::16, ::16] = dots[::16, 1::16] = dots[1::16, 1::16] = 255
+        save(data / "dots" / f"{i}.png", dots.astype(np.uint8))
+    out = cli("--fused", f"flat={data / 'flat'}", "--fused", f"dots={data / 'dots'}", "--fused",
+              f"good={data / 'mean'}", "--ir", str(data / "ir"), "--vi", str(data / "vi"), "--metrics", "EN,SD",
+              "--json", str(data / "g.json"))
+    assert out.returncode == 0, out.stderr
+    assert "guards: 6 fused image(s) flagged" in out.stdout
+    assert "[flat] 1: collapsed" in out.stdout and "[dots] 1: periodic" in out.stdout
+    document = json.loads((data / "g.json").read_text())
+    assert set(document["flat"]["flags"]) == set(document["dots"]["flags"]) == {"1", "2", "3"}
+    assert document["good"]["flags"] == {}
+    # the dot grid wins SD over the pixel-mean rule: the reason the flags sit beside the numbers
+    assert document["dots"]["mean"]["SD"] > document["reference_rules"]["pixel-mean"]["mean"]["SD"]
