@@ -34,7 +34,7 @@ from net.checkpoint import find_reference, load_crossfuse, read_checkpoint
 from net.config import ModelConfig
 from net.encoder import Encoder, pad_small
 from net.model import CrossFuse
-from utils import metric_profiles, report_plots, run_layout, stats
+from utils import guards, metric_profiles, report_plots, run_layout, stats
 from utils.atomic import atomic_write, check_writable
 from utils.device import pick_device
 from utils.errors import CrossFuseError, run_main
@@ -309,6 +309,39 @@ def approach_scores(per_run: list[dict[str, dict[str, float]]], names: list[str]
     return summary | {"arrays": arrays}
 
 
+# ---------------------------------------------------------------- guards
+
+
+def reference_rule_scores(sources: list[tuple[np.ndarray, np.ndarray]], names: list[str], metrics: list[str],
+                          profile: Profile) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean scores of the pixel-mean and pixel-max rules on the test pairs: what any model must beat."""
+    per_rule: dict[str, dict[str, dict[str, float]]] = {}
+    for name, (ir, vi) in zip(names, sources, strict=True):
+        for rule, image in guards.reference_fusions(ir, vi).items():
+            per_rule.setdefault(rule, {})[name] = metric_profiles.score(profile, image, ir, vi, metrics, label=name)
+    return {rule: {"mean": {m: finite_mean([scores[m] for scores in per_image.values()]) for m in metrics}}
+            for rule, per_image in per_rule.items()}
+
+
+def mark_flag_driven(results: dict[str, dict[str, Any]], base: dict[str, np.ndarray], new: dict[str, np.ndarray],
+                     names: list[str], flagged: set[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Test again without the images any guard flagged; a verdict that changes is marked as theirs.
+
+    `flag_driven` and `verdict_without_flagged` are added to every metric's result; the verdict itself
+    is kept, and the report shows it withheld where flagged images drive it.
+    """
+    keep = [k for k, n in enumerate(names) if n not in flagged]
+    clean = None
+    if flagged and len(keep) >= 2:
+        clean = stats.compare_metrics({m: a[:, keep] for m, a in base.items()}, {m: a[:, keep] for m, a in new.items()},
+                                      args.alpha, {m: higher_is_better(m) for m in base}, args.bootstrap)
+    for m, result in results.items():
+        without = clean[m]["verdict"] if clean else (result["verdict"] if not flagged else None)
+        result["verdict_without_flagged"] = without
+        result["flag_driven"] = bool(flagged) and without != result["verdict"]
+    return results
+
+
 # ---------------------------------------------------------------- quality against compute
 
 
@@ -527,11 +560,31 @@ def _finite_or(value: float) -> float:
 
 
 def quality_rows(report: dict) -> list[list[str]]:
-    approaches = list(report["scores"])
-    rows = [["metric", *(f"{a} (n={len(report['runs'][a])})" for a in approaches)]]
+    """Approaches, then the pixel-mean/max rules as reference columns (what any model must beat)."""
+    approaches, rules = list(report["scores"]), report.get("reference_rules", {})
+    rows = [["metric", *(f"{a} (n={len(report['runs'][a])})" for a in approaches), *(f"rule: {r}" for r in rules)]]
     for m in report["test"]["metrics"]:
-        rows.append([m, *(_mean_sd(report["scores"][a]["mean"][m], report["scores"][a]["sd"][m]) for a in approaches)])
+        rows.append([m, *(_mean_sd(report["scores"][a]["mean"][m], report["scores"][a]["sd"][m]) for a in approaches),
+                     *(_num(r["mean"][m]) for r in rules.values())])
     return rows
+
+
+def flagged_section(report: dict) -> list[str]:
+    """The guards' findings: which fused images metrics misjudge, with thumbnails, and what that does to verdicts."""
+    flagged = [(a, name, what) for a, by_name in report["flags"].items() for name, what in by_name.items()]
+    if not flagged:
+        return ["Guards (utils/guards.py: collapsed contrast, periodic pattern at the token period, tile seams, "
+                "output independent of the input): no fused image flagged.", ""]
+    driven = [f"{a} {m}" for a, by_metric in report["comparison"].items() for m, r in by_metric.items()
+              if r.get("flag_driven")]
+    lines = ["## Flagged images", "",
+             f"> **Warning:** {len(flagged)} fused image(s) are flagged by the guards (utils/guards.py). Metrics "
+             "reward grids and noise and punish flat images, so their scores say little; look at them."
+             + (f" Verdicts that only hold with them are withheld: {', '.join(driven)}." if driven else ""), "",
+             markdown([["approach", "image", "flags"], *([a, n, "<br>".join(w)] for a, n, w in flagged)]), ""]
+    if "flagged" in report["plots"]:
+        lines += [f"![flagged images]({report['plots']['flagged']})", ""]
+    return lines
 
 
 def comparison_rows(report: dict) -> list[list[str]]:
@@ -541,7 +594,9 @@ def comparison_rows(report: dict) -> list[list[str]]:
         for m, r in by_metric.items():
             rows.append([approach, m, f"{r['diff']:+.4g}" if math.isfinite(r["diff"]) else "n/a",
                          f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]", _num(r["p_value"], 2),
-                         _num(r["p_holm"], 2), r["verdict"]])
+                         _num(r["p_holm"], 2), f"withheld: {r['verdict']} only with flagged images "
+                         f"(without them: {r['verdict_without_flagged'] or 'too few images'})" if r.get("flag_driven")
+                         else r["verdict"]])
     return rows
 
 
@@ -624,6 +679,7 @@ def write_markdown(report: dict, out: Path) -> None:
     if test["skipped_metrics"]:
         lines += [f"Skipped (test images too small): {', '.join(test['skipped_metrics'])}.", ""]
     lines += [f"![fused images]({plots['grid']})", ""]
+    lines += flagged_section(report)
     if report["curves"]:
         lines += ["## Quality against compute", "",
                   f"Every saved epoch of every run scored on the first {report['curve_images']} test pairs, against "
@@ -671,19 +727,36 @@ def compare(args: argparse.Namespace) -> dict:
     scorer = Scorer(pairs, sources, metrics, device, profile)
     names = [p.name for p in pairs]
     all_runs = [r for group in runs.values() for r in group]
-    per_run, fused = {}, {}
+    per_run, fused, first_images = {}, {}, {}
+    flags: dict[str, dict[str, list[str]]] = {a: {} for a in runs}  # approach -> image -> "run: what"
+    thumbs: dict[str, dict[str, np.ndarray]] = {a: {} for a in runs}  # a flagged fused image of each
     for run in tqdm(all_runs, desc="scoring runs", unit="run", file=sys.stderr, disable=len(all_runs) < 2):
         per_run[run.approach, run.label], images = scorer.scores(run, run.epoch, images=True)
         fused.setdefault(run.approach, images[:GRID_PAIRS])
-    summaries = {a: approach_scores([per_run[a, r.label] for r in group], names, metrics) for a, group in runs.items()}
-    comparison = {a: stats.compare_metrics(summaries[baseline]["arrays"], summaries[a]["arrays"], args.alpha,
-                                           {m: higher_is_better(m) for m in metrics}, args.bootstrap)
-                  for a in runs if a != baseline}
+        first_images.setdefault(run.approach, images)
+        for name, image, (ir, vi) in zip(names, images, sources, strict=True):
+            if raised := guards.image_flags(image, ir, vi, run.config):
+                flags[run.approach].setdefault(name, []).append(f"{run.label}: " + "; ".join(map(str, raised)))
+                thumbs[run.approach].setdefault(name, image)
     count = min(args.curve_images, len(pairs))
+    first = {a: group[0].load().to(device) for a, group in runs.items()}
+    if len(pairs) >= 2:  # does each model's output follow its input? (first run of each approach)
+        for a, model in first.items():
+            checked = guards.input_dependence(lambda ir, vi, m=model: fuse_gray(m, ir, vi, device),
+                                              sources[: max(2, count)])
+            for k, (name, flag) in enumerate(zip(names, checked, strict=False)):
+                if flag.flagged:
+                    flags[a].setdefault(name, []).append(f"{runs[a][0].label}: {flag}")
+                    thumbs[a].setdefault(name, first_images[a][k])
+    summaries = {a: approach_scores([per_run[a, r.label] for r in group], names, metrics) for a, group in runs.items()}
+    comparison = {a: mark_flag_driven(stats.compare_metrics(
+        summaries[baseline]["arrays"], summaries[a]["arrays"], args.alpha, {m: higher_is_better(m) for m in metrics},
+        args.bootstrap), summaries[baseline]["arrays"], summaries[a]["arrays"], names,
+        set(flags[a]) | set(flags[baseline]), args) for a in runs if a != baseline}
+    rules = reference_rule_scores(sources, names, metrics, profile)
     curves = {a: [quality_curve(r, scorer, count) for r in tqdm(
         group, desc=f"quality curve ({a})", unit="run", file=sys.stderr, disable=None)]
               for a, group in trained.items()} if args.curve_images else {}
-    first = {a: group[0].load().to(device) for a, group in runs.items()}
     cka_sources = sources[: max(1, count)]
     cka = {a: encoder_cka(first[baseline], model, cka_sources, device) for a, model in first.items() if a != baseline}
     costs = {a: [training_cost(r) for r in group] for a, group in trained.items()}
@@ -698,6 +771,8 @@ def compare(args: argparse.Namespace) -> dict:
         plots["grid"] = report_plots.plot_grid(names[:GRID_PAIRS], sources[:GRID_PAIRS], fused, baseline, out)
         plots["features"] = report_plots.plot_features(feature_rows(first, sources[0], device), out)
         plots["cka"] = report_plots.plot_cka(cka, baseline, out)
+        if any(flags.values()):
+            plots["flagged"] = report_plots.plot_flagged(thumbs, dict(zip(names, sources, strict=True)), out)
         if curves:
             plots["quality_time"] = report_plots.plot_quality_curves(curves, metrics, "time_s", "training time (min)",
                                                                      out, "quality_vs_time.png")
@@ -714,6 +789,7 @@ def compare(args: argparse.Namespace) -> dict:
             "test": {"source": source, "pairs": len(pairs), "names": names, "profile": profile.name,
                      "profile_source": profile.source, "metrics": metrics, "skipped_metrics": skipped},
             "scores": {a: {k: v for k, v in s.items() if k != "arrays"} for a, s in summaries.items()},
+            "reference_rules": rules, "flags": flags,
             "per_image": {a: {r.label: per_run[a, r.label] for r in group} for a, group in runs.items()},
             "comparison": comparison,
             "verdicts": {a: {v: sum(r["verdict"] == v for r in c.values()) for v in stats.VERDICTS}

@@ -8,7 +8,7 @@ import scipy.io
 import torch
 
 import compare_training_approaches as compare
-from net.checkpoint import save_model
+from net.checkpoint import load_crossfuse, save_model
 from net.config import ModelConfig
 from net.encoder import AutoEncoder
 from net.model import CrossFuse, FusionNet
@@ -147,6 +147,26 @@ def test_metric_profile_names_the_metrics_and_their_direction(runs, tmp_path, ca
     assert (out / "table.tex").read_text().startswith("% metric profile: tang")
     code, _, err = run_main(["--root", runs, "--out", out, "--profile", "matlab"], capsys)
     assert code == 2 and "unknown metric profile 'matlab'" in err
+
+
+def test_guards_flag_a_collapsed_model_and_withhold_its_verdicts(runs, tmp_path, capsys):
+    model = load_crossfuse(runs / "end_to_end" / "end_to_end_fusion_epoch_2.model")
+    with torch.no_grad():  # an output of 3 plus rounding-sized detail: a flat grey image for every input
+        model.fusion.decoder.out.bn.weight.fill_(1e-7)
+        model.fusion.decoder.out.bn.bias.fill_(3.0)
+    save_model(runs / "end_to_end" / "end_to_end_fusion_epoch_2.model", model, "crossfuse", epoch=2)
+    out = tmp_path / "report"
+    code, _, _ = run_main(["--root", runs, "--out", out, "--device", "cpu", "--curve-images", 0], capsys)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["flags"]["end-to-end"]) == set(report["test"]["names"])
+    assert all("collapsed" in " ".join(what) for what in report["flags"]["end-to-end"].values())
+    assert set(report["reference_rules"]) == {"pixel-mean", "pixel-max"}
+    results = report["comparison"]["end-to-end"].values()
+    assert all(r["flag_driven"] and r["verdict_without_flagged"] is None for r in results)
+    markdown = (out / "report.md").read_text()
+    assert "## Flagged images" in markdown and "(flagged_images.png)" in markdown and "withheld:" in markdown
+    assert "rule: pixel-mean" in markdown and (out / "flagged_images.png").stat().st_size > 0
 
 
 def test_chosen_epochs_max_images_and_reference_column(runs, tmp_path, capsys):

@@ -230,3 +230,18 @@ def plot_cka(cka: dict[str, dict[str, dict[str, float]]], baseline: str, out: Pa
         ax.set(ylim=(0, 1.05), ylabel="linear CKA", title=f"{approach} vs {baseline} encoders")
         _legend(ax, loc="lower left", fontsize=8)
     return save(fig, out, "cka.png")
+
+
+def plot_flagged(thumbs: dict[str, dict[str, np.ndarray]], sources: dict[str, tuple[np.ndarray, np.ndarray]],
+                 out: Path, most: int = 8) -> str:
+    """IR | VIS | the flagged fused image, one row per flagged (approach, image), at most `most` rows."""
+    rows = [(a, name, image) for a, by_name in thumbs.items() for name, image in by_name.items()][:most]
+    fig = Figure(figsize=(7.8, 2.6 * len(rows)))
+    axes = np.atleast_2d(fig.subplots(len(rows), 3))
+    for i, (approach, name, image) in enumerate(rows):
+        for j, (shown, title) in enumerate(zip((*sources[name], image), ("IR", "VIS", f"{approach}: flagged"),
+                                               strict=True)):
+            axes[i, j].imshow(shown, cmap="gray", vmin=0, vmax=255)
+            axes[i, j].set_axis_off()
+            axes[i, j].set_title(f"{name}: {title}" if j == 0 else title, fontsize=8)
+    return save(fig, out, "flagged_images.png")
