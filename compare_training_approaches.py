@@ -514,6 +514,24 @@ def run_warnings(runs: dict[str, list[Run]], baseline: str) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+# Training settings that make a fight unfair when they differ between arms (data, budget, optimiser);
+# where the files, logging and hardware go is not among them.
+TRAINING_KEYS = ("dataset", "train_num", "image_size", "crop", "hflip", "vflip", "batch_size", "epochs", "lr",
+                 "lr_schedule", "lr_step_epochs", "lr_gamma", "lr_min", "weight_decay", "optimizer", "warmup_epochs",
+                 "grad_clip", "w_int", "w_grad", "feature_norm", "cam_gate", "temperature", "amp", "seed")
+
+
+def training_differences(runs: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
+    """The fusion-stage settings in which the arms' first runs differ: {setting: {approach: value}}."""
+    configs = {a: group[0].log.config for a, group in runs.items() if group[0].log is not None}
+    differ = {}
+    for key in TRAINING_KEYS:
+        values = {a: c.get(key) for a, c in configs.items()}
+        if len({json.dumps(v) for v in values.values()}) > 1 and key != "seed":
+            differ[key] = values
+    return differ
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -567,6 +585,19 @@ def quality_rows(report: dict) -> list[list[str]]:
         rows.append([m, *(_mean_sd(report["scores"][a]["mean"][m], report["scores"][a]["sd"][m]) for a in approaches),
                      *(_num(r["mean"][m]) for r in rules.values())])
     return rows
+
+
+def differences_box(report: dict) -> list[str]:
+    """A highlighted box with every training setting in which the arms differ: is the fight fair?"""
+    differ = report["training_differences"]
+    if not differ:
+        return ["> **Trained alike:** the arms share every training setting (data, batch, epochs, optimiser, "
+                "lr, schedule, weight decay, loss weights).", ""]
+    approaches = list(next(iter(differ.values())))
+    return ["> [!WARNING]", "> **The arms were not trained alike.** Differences in their fusion-stage settings:",
+            ">", *(f"> {line}" for line in markdown([["setting", *approaches],
+                                                      *([k, *(str(v[a]) for a in approaches)]
+                                                        for k, v in differ.items())]).splitlines()), ""]
 
 
 def flagged_section(report: dict) -> list[str]:
@@ -658,7 +689,8 @@ def write_markdown(report: dict, out: Path) -> None:
     lines += [f"| {a} | {r['label']} | `{r['checkpoint']}` | {r['epoch'] or 'released'} | "
               + (f"`{r['loss_file']}` |" if r["loss_file"] else "- |")
               for a, runs in report["runs"].items() for r in runs]
-    lines += ["", *(f"> **Note:** {w}\n" for w in report["warnings"]), "## Fusion quality", "",
+    lines += ["", *differences_box(report), *(f"> **Note:** {w}\n" for w in report["warnings"]),
+              "## Fusion quality", "",
               f"Test set: `{test['source']}`, {test['pairs']} pairs. Metric profile: `{test['profile']}` "
               f"({test['profile_source']}). Mean ± standard deviation across runs of each run's mean score (no ± "
               "with a single run); "
@@ -789,7 +821,7 @@ def compare(args: argparse.Namespace) -> dict:
             "test": {"source": source, "pairs": len(pairs), "names": names, "profile": profile.name,
                      "profile_source": profile.source, "metrics": metrics, "skipped_metrics": skipped},
             "scores": {a: {k: v for k, v in s.items() if k != "arrays"} for a, s in summaries.items()},
-            "reference_rules": rules, "flags": flags,
+            "reference_rules": rules, "flags": flags, "training_differences": training_differences(trained),
             "per_image": {a: {r.label: per_run[a, r.label] for r in group} for a, group in runs.items()},
             "comparison": comparison,
             "verdicts": {a: {v: sum(r["verdict"] == v for r in c.values()) for v in stats.VERDICTS}
@@ -817,6 +849,11 @@ def summary(report: dict, out: Path) -> str:
     if report["training_cost"]:
         lines += ["", "training cost:", aligned(cost_rows(report["training_cost"]))]
     lines += [f"note: {w}" for w in report["warnings"]]
+    differ = report["training_differences"]
+    lines += ["NOT TRAINED ALIKE: " + "; ".join(f"{k} " + ", ".join(f"{a}={v[a]!r}" for a in v)
+                                                for k, v in differ.items())] if differ else []
+    flagged = sum(len(by_name) for by_name in report["flags"].values())
+    lines += [f"guards: {flagged} fused image(s) flagged (see report.md)"] if flagged else []
     return "\n".join(lines + ["", f"report written to {out / 'report.md'}"])
 
 

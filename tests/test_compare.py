@@ -169,6 +169,25 @@ def test_guards_flag_a_collapsed_model_and_withhold_its_verdicts(runs, tmp_path,
     assert "rule: pixel-mean" in markdown and (out / "flagged_images.png").stat().st_size > 0
 
 
+def test_settings_in_which_the_arms_differ_are_boxed(runs, tmp_path, capsys):
+    out = tmp_path / "alike"
+    assert run_main(["--root", runs, "--out", out, "--device", "cpu", "--curve-images", 0], capsys)[0] == 0
+    assert json.loads((out / "report.json").read_text())["training_differences"] == {}
+    assert "Trained alike" in (out / "report.md").read_text()
+    config = {**TINY.to_dict(), "test_dir": str(runs.parent / "test"), "lr": 1e-3, "epochs": 2}
+    write_loss(runs / "transfuse" / "loss" / "loss_data_trans_e1.mat", ("intensity", "gradient"),
+               {**config, "lr_schedule": "step"})
+    write_loss(runs / "end_to_end" / "loss" / "loss_data_end_to_end_e1.mat", ("intensity", "gradient"),
+               {**config, "lr_schedule": "cosine"}, temperature=True)
+    out = tmp_path / "report"
+    code, stdout, err = run_main(["--root", runs, "--out", out, "--device", "cpu", "--curve-images", 0], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["training_differences"] == {"lr_schedule": {"two-stage": "step", "end-to-end": "cosine"}}
+    assert "The arms were not trained alike" in (out / "report.md").read_text()
+    assert "NOT TRAINED ALIKE: lr_schedule two-stage='step', end-to-end='cosine'" in stdout
+
+
 def test_chosen_epochs_max_images_and_reference_column(runs, tmp_path, capsys):
     reference = tmp_path / "reference"
     reference.mkdir()
