@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils.demo_data import make_demo_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference"
@@ -35,3 +37,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def demo_pairs(tmp_path_factory) -> Path:
+    """Six training and two test pairs of 32 x 32 synthetic images (data/demo's layout)."""
+    return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_train=6, n_test=2, size=32)

@@ -23,19 +23,17 @@ from args_two_stage import Stage1, Stage2
 from net.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
 from net.config import ModelConfig
 from net.model import CrossFuse
+from tests.tiny import ENCODER, FUSION, train_args
 from utils.atomic import atomic_save
 from utils.config import FREE_TEXT, RULES, defaults
 from utils.datasets import ImageTransform, PairDataset, make_loader
-from utils.demo_data import make_demo_dataset
 from utils.errors import CrossFuseError
 from utils.inference import fuse_gray
 from utils.pairs import discover_pairs
 from utils.trainer import settings
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--shallow=4", "--growth=4", "--deep=8", "--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2"]
-RUN = ["--image_size=32", "--batch_size=2", "--workers=0", "--device=cpu", "--train_num=0", "--step=1"]
-ENCODER_KEYS = ("--shallow=4", "--growth=4", "--deep=8")
+TINY = [*ENCODER, *FUSION]
 
 
 def run(script: str, *argv: str, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
@@ -56,19 +54,15 @@ def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_train=4, n_test=2, size=32)
-
-
-def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [f"--dataset={data / 'train'}", f"--out_root={out}", *RUN, *extra]
+def data(demo_pairs) -> Path:
+    return demo_pairs
 
 
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory) -> Path:
     """One epoch of each pipeline, through the scripts, as a user runs them."""
     out = tmp_path_factory.mktemp("runs")
-    for script, extra in (("train_autoencoder.py", ENCODER_KEYS), ("train_fusion.py", TINY[3:]),
+    for script, extra in (("train_autoencoder.py", ENCODER), ("train_fusion.py", FUSION),
                           ("train_end_to_end.py", TINY)):
         result = run(script, *train_args(data, out, "--epochs=1", *extra))
         assert result.returncode == 0, result.stderr[-3000:]
@@ -92,7 +86,7 @@ def test_every_written_model_file_round_trips_through_the_suite_loaders(runs, da
                  "--ir-encoder", str(e2e / "end_to_end_ir_encoder_epoch_1.model"),
                  "--vi-encoder", str(e2e / "end_to_end_vi_encoder_epoch_1.model"))
     assert result.returncode == 0, result.stderr
-    result = run("train_fusion.py", *train_args(data, tmp_path, *TINY[3:], "--epochs=1",
+    result = run("train_fusion.py", *train_args(data, tmp_path, *FUSION, "--epochs=1",
                                                 f"--ir_encoder={e2e / 'end_to_end_ir_encoder_epoch_1.model'}",
                                                 f"--vi_encoder={e2e / 'end_to_end_vi_encoder_epoch_1.model'}"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -227,7 +221,7 @@ def test_full_disk_in_a_training_run_is_one_line(data, tmp_path):
 
 def test_out_root_that_is_a_file_is_one_line(data, tmp_path):
     (tmp_path / "file").write_text("")
-    one_line_error(run("train_autoencoder.py", *train_args(data, tmp_path / "file", *ENCODER_KEYS, "--epochs=1")),
+    one_line_error(run("train_autoencoder.py", *train_args(data, tmp_path / "file", *ENCODER, "--epochs=1")),
                    "file", "not writable")
 
 
@@ -276,9 +270,9 @@ def test_swapped_stage1_encoders_are_refused_unless_allowed(runs, data, tmp_path
     ae = runs / "autoencoder"
     swapped = [f"--ir_encoder={ae / 'auto_encoder_epoch_1_vi.model'}",
                f"--vi_encoder={ae / 'auto_encoder_epoch_1_ir.model'}"]
-    one_line_error(run("train_fusion.py", *train_args(data, tmp_path, *TINY[3:], "--epochs=1", *swapped)),
+    one_line_error(run("train_fusion.py", *train_args(data, tmp_path, *FUSION, "--epochs=1", *swapped)),
                    "auto_encoder_epoch_1_vi.model", "VIS encoder given as the IR one")
-    allowed = run("train_fusion.py", *train_args(data, tmp_path, *TINY[3:], "--epochs=1", *swapped,
+    allowed = run("train_fusion.py", *train_args(data, tmp_path, *FUSION, "--epochs=1", *swapped,
                                                  "--allow_other_modality"))
     assert allowed.returncode == 0, allowed.stderr[-2000:]
 

@@ -19,8 +19,9 @@ from args_two_stage import Stage1, Stage2
 from net.checkpoint import load_crossfuse, read_checkpoint
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
+from tests.tiny import ENCODER, FUSION
+from tests.tiny import train_args as args
 from utils.config import parse_overrides
-from utils.demo_data import make_demo_dataset
 from utils.errors import CrossFuseError
 from utils.trainer import (
     Job,
@@ -36,18 +37,11 @@ from utils.trainer import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-ENCODER = ["--shallow=4", "--growth=4", "--deep=8"]
-FUSION = ["--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2"]
-RUN = ["--image_size=32", "--batch_size=2", "--workers=0", "--device=cpu", "--train_num=0", "--step=1"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_train=6, n_test=2, size=32)
-
-
-def args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [f"--dataset={data / 'train'}", f"--out_root={out}", *RUN, *extra]
+def data(demo_pairs) -> Path:
+    return demo_pairs
 
 
 # ------------------------------------------------------------------ faithful first optimiser steps
