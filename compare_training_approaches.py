@@ -325,10 +325,10 @@ def reference_rule_scores(sources: list[tuple[np.ndarray, np.ndarray]], names: l
 
 def mark_flag_driven(results: dict[str, dict[str, Any]], base: dict[str, np.ndarray], new: dict[str, np.ndarray],
                      names: list[str], flagged: set[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Test again without the images any guard flagged; a verdict that changes is marked as theirs.
+    """Test again without the images any guard flagged; a difference that does not survive is theirs.
 
     `flag_driven` and `verdict_without_flagged` are added to every metric's result; the verdict itself
-    is kept, and the report shows it withheld where flagged images drive it.
+    is kept, and the report shows a better/worse verdict withheld where only flagged images carry it.
     """
     keep = [k for k, n in enumerate(names) if n not in flagged]
     clean = None
@@ -338,7 +338,7 @@ def mark_flag_driven(results: dict[str, dict[str, Any]], base: dict[str, np.ndar
     for m, result in results.items():
         without = clean[m]["verdict"] if clean else (result["verdict"] if not flagged else None)
         result["verdict_without_flagged"] = without
-        result["flag_driven"] = bool(flagged) and without != result["verdict"]
+        result["flag_driven"] = result["verdict"] in (stats.BETTER, stats.WORSE) and without != result["verdict"]
     return results
 
 

@@ -1,4 +1,5 @@
 """compare_training_approaches.py on tiny fake runs, and utils/stats on cases with known answers."""
+import argparse
 import json
 from pathlib import Path
 
@@ -163,9 +164,10 @@ def test_guards_flag_a_collapsed_model_and_withhold_its_verdicts(runs, tmp_path,
     assert all("collapsed" in " ".join(what) for what in report["flags"]["end-to-end"].values())
     assert set(report["reference_rules"]) == {"pixel-mean", "pixel-max"}
     results = report["comparison"]["end-to-end"].values()
-    assert all(r["flag_driven"] and r["verdict_without_flagged"] is None for r in results)
+    assert all(r["verdict_without_flagged"] is None for r in results)  # every image flagged: nothing left
+    assert all(r["flag_driven"] == (r["verdict"] in (stats.BETTER, stats.WORSE)) for r in results)
     markdown = (out / "report.md").read_text()
-    assert "## Flagged images" in markdown and "(flagged_images.png)" in markdown and "withheld:" in markdown
+    assert "## Flagged images" in markdown and "(flagged_images.png)" in markdown
     assert "rule: pixel-mean" in markdown and (out / "flagged_images.png").stat().st_size > 0
 
 
@@ -450,3 +452,18 @@ def test_verdicts_follow_holm_interval_and_metric_direction():
     assert [lower[m]["verdict"] for m in "ABC"] == ["worse", "better", "no significant difference"]
     tiny = stats.compare_metrics({"A": base["A"][:, :3]}, {"A": new["A"][:, :3]}, 0.05, {}, 500)
     assert tiny["A"]["verdict"] == "too little data"
+
+
+def test_a_difference_only_flagged_images_carry_is_withheld():
+    rng = np.random.default_rng(0)
+    names = [f"{i:02d}" for i in range(24)]
+    base = {"SD": rng.normal(20, 1, (2, 24))}
+    new = {"SD": base["SD"] + np.r_[np.full(12, 8.0), rng.normal(0, 0.01, 12)]}  # a grid wins SD on 00-11
+    args = argparse.Namespace(alpha=0.05, bootstrap=400)
+    results = stats.compare_metrics(base, new, args.alpha, {"SD": True}, args.bootstrap)
+    assert results["SD"]["verdict"] == stats.BETTER
+    marked = compare.mark_flag_driven(results, base, new, names, set(names[:12]), args)["SD"]
+    assert marked["flag_driven"] and marked["verdict_without_flagged"] == stats.SAME
+    kept = compare.mark_flag_driven(stats.compare_metrics(base, new, 0.05, {"SD": True}, 400), base, new, names,
+                                    set(), args)["SD"]
+    assert not kept["flag_driven"] and kept["verdict_without_flagged"] == stats.BETTER
