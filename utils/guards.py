@@ -18,12 +18,11 @@ is suspect, the measured value and the threshold it was held against:
 | `input_dependence` | (model) correlation of the fused images of two different | > `DEPENDENCE_MARGIN` = 0.5 + the |
 | | pairs cut to one size, against that of their pixel-mean fusions | pixel-mean pair's (if positive) |
 
-Scale of the thresholds: real fusions of TNO pairs keep 50-100% of the smaller source range, have a
+Scale of the thresholds: real fusions of TNO pairs keep 40-100% of the smaller source range, have a
 periodic energy close to the sources' (JPEG blocks and sensor patterns give the sources some), and
 their outputs for two scenes correlate as the scenes do (|r| < 0.3 mostly); the collapsed models of
-docs/cpu-study.md sit far beyond each threshold (grey images with a range of a few levels, dot grids
-of tens of levels, outputs of different scenes correlating 0.99). tests/test_guards.py checks each
-detector on constructed cases.
+docs/cpu-study.md measure 4-17 grey levels of 16 px energy against 1-3.7 allowed (every TNO image
+flagged). tests/test_guards.py checks each detector on constructed cases.
 """
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
