@@ -1,10 +1,11 @@
-"""The training loop reads the device only at log intervals and checkpoints, and its non-finite guard
-skips updates on the device.
+"""The training loop reads the device only at log intervals and checkpoints, its non-finite guard
+skips updates on the device, and it sizes its threads and workers to the machine.
 
 There is no GPU here, so host synchronisations are counted where they start on any device: every
 `.item()`, `float()`, `bool()` or `int()` of a tensor reaches aten._local_scalar_dense (counted by a
 dispatch mode, torch's internals included), and `.tolist()`, `.numpy()` and `.cpu()` are spied on.
 """
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from args_end_to_end import Args
+from utils.cores import free_threads, loader_workers, pick_threads, process_cores
 from utils.datasets import make_loader
 from utils.errors import CrossFuseError
 from utils.trainer import Job, Runtime, settings, step_if, train
@@ -117,3 +119,28 @@ def test_step_if_skips_update_moments_and_count(fused):
         assert torch.equal(a, b)
         for key, value in optimizers[1].state[b].items():
             assert torch.equal(optimizers[0].state[a][key], value), key
+
+
+class SlowImages(Images):
+    """Decoding that takes most of each step's time."""
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        time.sleep(0.2)
+        return super().__getitem__(i)
+
+
+def test_waiting_for_data_suggests_the_cache(tmp_path, capsys):
+    job, config = tiny_run(tmp_path, step=4)
+    job.dataset = SlowImages()
+    train(job, config, Runtime(torch.device("cpu")))
+    assert capsys.readouterr().err.count("--cache") == 1  # once per run, not at every log line
+
+
+def test_thread_and_worker_defaults(monkeypatch):
+    cores = process_cores()
+    assert 1 <= loader_workers() <= min(8, cores)
+    assert 1 <= free_threads(0.05) <= cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert pick_threads() == torch.get_num_threads()  # the user's setting wins
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))  # more processes than cores: one each
+    assert process_cores() == 1 and loader_workers() == 1
