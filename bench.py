@@ -34,7 +34,7 @@ from utils.device import autocast, pick_device
 from utils.errors import CrossFuseError, run_main
 
 ROADSCENE = Path(__file__).resolve().parent.parent / "shared" / "data" / "roadscene"
-SECTIONS = ("ceiling", "fusion", "train", "data")
+SECTIONS = ("ceiling", "fusion", "train", "load", "data")
 VARIANTS = ("fp32", "amp", "compile")
 STAGES = ("stage1", "stage2", "end_to_end")
 FUSION_SIZES = ((512, 512), (1024, 1024), (2048, 2048), (576, 768))
@@ -210,7 +210,7 @@ def training_step(stage: str, device: torch.device, batch: int, size: int, varia
         params, lr, inputs = list(model.parameters()), 1e-3, 2
     else:
         raise ValueError(f"unknown stage {stage!r}")
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=0.9)
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=0.9, fused=True)  # as utils.trainer
     runner = maybe_compile(model, variant, compile_backend)
     host = host_batch((batch, 1, size, size), inputs, device)
 
@@ -242,7 +242,49 @@ def measure_training(settings: Settings, stage: str, variant: str, compile_backe
             **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before}
 
 
-# ---------------------------------------------------------------- 4. data pipeline
+# ---------------------------------------------------------------- 4. a step under load
+
+
+def busy(stop: Any) -> None:
+    """The other work: one CPU-bound process, until told to stop."""
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+def measure_load(settings: Settings) -> dict[str, Any]:
+    """End-to-end step time alone, then beside one CPU-bound process with all threads and with the
+    threads utils.cores picks (the cores left idle). Fair: slower by at most 1 / (1 - its share)."""
+    from utils.cores import allowed_cores, free_threads
+
+    device = setup(settings)
+    size = 32 if settings.quick else 128
+    run = training_step("end_to_end", device, 2, size, "fp32")
+    run.step()
+    alone = timed(run.step, settings.repeats, device)
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    other = context.Process(target=busy, args=(stop,), daemon=True)
+    other.start()
+    try:
+        time.sleep(1.0)  # let it start
+        crowded = timed(run.step, settings.repeats, device)
+        picked = free_threads(1.0, settings.threads)
+        torch.set_num_threads(picked)
+        run.step()
+        adapted = timed(run.step, settings.repeats, device)
+    finally:
+        stop.set()
+        other.join()
+    share = 1 / len(allowed_cores())
+    seconds = statistics.median(alone)
+    return {"size": size, "batch": 2, "threads": settings.threads, "picked_threads": picked,
+            "other_share": share, "allowed_slowdown": 1 / (1 - share) if share < 1 else math.inf,
+            "alone_seconds": seconds, "crowded_seconds": statistics.median(crowded),
+            "picked_seconds": statistics.median(adapted), "times": {"alone": alone, "crowded": crowded,
+                                                                    "picked": adapted}}
+
+
+# ---------------------------------------------------------------- 5. data pipeline
 
 
 def measure_data(settings: Settings, root: Path = ROADSCENE) -> dict[str, Any]:
@@ -313,6 +355,9 @@ def run(settings: Settings, sections: list[str], variants: list[str], log: Calla
             for stage in STAGES:
                 log(f"training {stage} {variant} ...")
                 results["train"].append(in_fresh_process(measure_training, settings, stage, variant))
+    if "load" in sections and device.type == "cpu":
+        log("training step under load ...")
+        results["load"] = in_fresh_process(measure_load, settings)
     if "data" in sections:
         log("data pipeline ...")
         results["data"] = in_fresh_process(measure_data, settings)
@@ -364,6 +409,15 @@ def table(results: dict) -> str:
         for r in results["train"]:
             lines.append(f"                 {r['variant']:<8} {r['stage']:<11}{r['batch']:>4}{r['seconds']:>8.2f}"
                          f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
+    load = results.get("load")
+    if load is not None:
+        alone = load["alone_seconds"]
+        lines.append(f"\nunder load       end_to_end step, batch {load['batch']} at {load['size']} px: "
+                     f"alone {alone:.2f} s")
+        lines.append(f"{'':17}beside one busy process: {load['threads']} threads {load['crowded_seconds']:.2f} s "
+                     f"({load['crowded_seconds'] / alone:.1f}x), {load['picked_threads']} picked "
+                     f"{load['picked_seconds']:.2f} s ({load['picked_seconds'] / alone:.1f}x); "
+                     f"fair <= {load['allowed_slowdown']:.1f}x")
     data = results.get("data")
     if data is not None:
         if "skipped" in data:
@@ -374,7 +428,44 @@ def table(results: dict) -> str:
             for r in data["rows"]:
                 lines.append(f"{'':17}{r['source']:<6} {r['workers']} workers {r['pairs_per_s']:>8.1f} pairs/s"
                              f"  (first batch after {r['first_batch_seconds']:.2f} s)")
+    verdicts = targets(results)
+    if verdicts:
+        lines.append("\ntargets (issue 13)")
+        lines += [f"{'':17}{'met    ' if ok else 'NOT met'}  {what}: {measured}" for what, ok, measured in verdicts]
     return "\n".join(lines)
+
+
+CEILING_SHARE = 0.8  # of the fp32 matmul ceiling, for each training step
+FLAT_SPREAD = 1.15  # largest / smallest seconds per megapixel of the square fusion sizes
+PEAK_4MP = 3 * 2**30  # bytes
+
+
+def targets(results: dict) -> list[tuple[str, bool, str]]:
+    """Each CPU target of issue 13 this run measured: (what, met, the measured value)."""
+    out = []
+    for r in results.get("train", []):
+        if r["variant"] == "fp32" and r.get("fraction_of_ceiling") is not None:
+            out.append((f"{r['stage']} step >= {CEILING_SHARE:.0%} of the matmul ceiling",
+                        r["fraction_of_ceiling"] >= CEILING_SHARE, f"{r['fraction_of_ceiling']:.0%}"))
+    square = [r for r in results.get("fusion", []) if r["variant"] == "fp32" and r["height"] == r["width"]]
+    if len(square) > 1:
+        per_mp = [r["seconds_per_mp"] for r in square]
+        spread = max(per_mp) / min(per_mp)
+        sizes = f"{square[0]['megapixels']:.2f} to {square[-1]['megapixels']:.2f} MP"
+        out.append((f"fusion s/MP flat within {FLAT_SPREAD - 1:.0%} ({sizes})", spread <= FLAT_SPREAD,
+                    f"largest / smallest {spread:.2f}"))
+    big = [r for r in square if r["megapixels"] >= 4 and r["mem_kind"] == "rss"]
+    if big:
+        peak = big[-1]["peak_mem_bytes"]
+        out.append(("4 MP fusion peak RSS < 3 GiB", peak < PEAK_4MP, f"{peak / 2**30:.2f} GiB"))
+    load = results.get("load")
+    if load is not None:
+        slowdown = load["picked_seconds"] / load["alone_seconds"]
+        out.append(("step beside a busy process slows by its share at most", slowdown <= load["allowed_slowdown"],
+                    f"{slowdown:.2f}x with {load['picked_threads']} picked threads (fair "
+                    f"{load['allowed_slowdown']:.2f}x; {load['crowded_seconds'] / load['alone_seconds']:.2f}x with "
+                    f"{load['threads']})"))
+    return out
 
 
 def check_finite(results: dict) -> None:
