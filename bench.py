@@ -139,13 +139,23 @@ def measure_ceiling(settings: Settings) -> dict[str, Any]:
     device = setup(settings)
     n = 512 if settings.quick else (8192 if device.type == "cuda" else 4096)
     dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if device.type == "cuda" else {})}
-    out = {}
-    for name, dtype in dtypes.items():
-        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-        (a @ b).sum().item()
-        times = timed(lambda a=a, b=b: a @ b, max(settings.repeats, 3), device)
-        out[name] = {"n": n, **summary(times, 2 * n**3)}
-    return out
+    return {name: {"n": n, **summary(matmul_times(n, dtype, max(settings.repeats, 3), device), 2 * n**3)}
+            for name, dtype in dtypes.items()}
+
+
+def matmul_times(n: int, dtype: torch.dtype, repeats: int, device: torch.device) -> list[float]:
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    (a @ b).sum().item()
+    return timed(lambda: a @ b, repeats, device)
+
+
+def ceiling_beside(settings: Settings, device: torch.device) -> dict[str, float]:
+    """The fp32 matmul rate timed in the measuring process right after its runs, on the CPU: on a
+    shared machine the load changes between processes, and a fraction needs both under the same."""
+    if device.type != "cpu":
+        return {}
+    n = 512 if settings.quick else 2048
+    return {"ceiling_beside_gflops": 2 * n**3 / statistics.median(matmul_times(n, torch.float32, 3, device)) / 1e9}
 
 
 # ---------------------------------------------------------------- 2. fusion latency
@@ -172,7 +182,8 @@ def measure_fusion(settings: Settings, height: int, width: int, variant: str,
     times = timed(fuse, settings.repeats, device)
     mp = height * width / 1e6
     result = {"variant": variant, "height": height, "width": width, "megapixels": mp,
-              **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before}
+              **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before,
+              **ceiling_beside(settings, device)}
     result["seconds_per_mp"] = result["seconds"] / mp
     return result
 
@@ -239,7 +250,8 @@ def measure_training(settings: Settings, stage: str, variant: str, compile_backe
     run.step()
     times = timed(run.step, settings.repeats, device)
     return {"variant": variant, "stage": stage, "batch": batch, "size": size,
-            **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before}
+            **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before,
+            **ceiling_beside(settings, device)}
 
 
 # ---------------------------------------------------------------- 4. a step under load
@@ -372,11 +384,13 @@ def device_name(device: torch.device) -> str:
 
 
 def add_fractions(results: dict) -> None:
-    """Achieved GFLOP/s as a fraction of the matmul ceiling of the same precision (bf16 for amp)."""
+    """Achieved GFLOP/s as a fraction of the matmul ceiling of the same precision (bf16 for amp): on
+    the CPU the one timed beside the measurement, on CUDA the ceiling section's."""
     ceiling = results.get("ceiling", {})
     for row in results.get("fusion", []) + results.get("train", []):
         ref = ceiling.get("bf16" if row["variant"] == "amp" and "bf16" in ceiling else "fp32")
-        row["fraction_of_ceiling"] = row["gflops_per_s"] / ref["gflops_per_s"] if ref else None
+        rate = row.get("ceiling_beside_gflops") or (ref["gflops_per_s"] if ref else None)
+        row["fraction_of_ceiling"] = row["gflops_per_s"] / rate if rate else None
 
 
 def table(results: dict) -> str:
@@ -398,6 +412,11 @@ def table(results: dict) -> str:
 
     for name, c in results.get("ceiling", {}).items():
         lines.append(f"\nceiling  {name} matmul {c['n']}^2: {c['gflops_per_s']:.1f} GFLOP/s")
+    beside = [r["ceiling_beside_gflops"] for r in results.get("fusion", []) + results.get("train", [])
+              if "ceiling_beside_gflops" in r]
+    if beside:
+        lines.append(f"ceil = share of the fp32 matmul rate timed in each measuring process right after it "
+                     f"({min(beside):.1f} to {max(beside):.1f} GFLOP/s here: the load varies)")
     if results.get("fusion"):
         lines.append("\nfusion (1 pair)  variant        size      s     s/MP   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
         for r in results["fusion"]:
