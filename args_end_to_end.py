@@ -5,6 +5,7 @@ Edit the values here, or override any of them on the command line (`python train
 schedule is cosine and the cross-attention temperature is learnable. The encoders start from random
 weights, or from stage-1 weights with one of the init_* settings (the warm-start arm).
 """
+from utils.cores import loader_workers
 
 
 class Args:
@@ -17,7 +18,7 @@ class Args:
     vflip = False
     cache = False  # decode the dataset once into a memory-mapped uint8 array and train from it
     on_error = "skip"  # a bad image: skip it with a warning (skip) or stop (raise)
-    workers = 2
+    workers = loader_workers()
     # optimisation: one Adam over every parameter
     batch_size = 8
     lr = 1e-3

@@ -3,6 +3,7 @@
 Edit the values here, or override any of them on the command line (`python train_fusion.py
 --epochs=2`). The defaults reproduce the reference (CrossFuse spec section 8).
 """
+from utils.cores import loader_workers
 
 
 class Stage1:
@@ -19,7 +20,7 @@ class Stage1:
     vflip = False
     cache = False  # decode the dataset once into a memory-mapped uint8 array and train from it
     on_error = "skip"  # a bad image: skip it with a warning (skip) or stop (raise)
-    workers = 2  # DataLoader worker processes
+    workers = loader_workers()  # DataLoader worker processes: half of the cores, 1 to 8
     # optimisation
     batch_size = 2
     lr = 1e-4
@@ -62,7 +63,7 @@ class Stage2:
     vflip = False
     cache = False
     on_error = "skip"
-    workers = 2
+    workers = loader_workers()
     # optimisation
     batch_size = 8
     lr = 1e-3

@@ -145,8 +145,12 @@ class CrossAttention(nn.Module):
         return xv
 
 
+TILE_CHUNK = 16  # tiles attended at once at inference: bounds the working set, so cost per tile stays flat
+
+
 class CrossAttentionModule(nn.Module):
-    """CAM on deep features. Whole maps in training; at inference every tile of cfg.tile, all in one batch."""
+    """CAM on deep features. Whole maps in training; at inference every tile of cfg.tile, in batches of
+    `chunk` tiles (each tile attends only within itself, so the batching changes nothing)."""
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
@@ -154,6 +158,7 @@ class CrossAttentionModule(nn.Module):
         self.self1_ir, self.self1_vi = SelfAttention(cfg), SelfAttention(cfg)
         self.self2_ir, self.self2_vi = SelfAttention(cfg), SelfAttention(cfg)
         self.cross_ir, self.cross_vi = CrossAttention(cfg), CrossAttention(cfg)
+        self.chunk = TILE_CHUNK
 
     def temperatures(self) -> list[torch.Tensor]:
         """The learnable temperatures (empty when fixed at 1)."""
@@ -167,7 +172,9 @@ class CrossAttentionModule(nn.Module):
         t = self.cfg.tile
         ph, pw = -h % t, -w % t
         a, b = (to_tiles(reflect_pad(x, 0, pw, 0, ph), t) for x in (a, b))
-        out = from_tiles(self.attend(a, b), batch, h + ph, w + pw)
+        n = self.chunk
+        out = torch.cat([self.attend(a[i : i + n], b[i : i + n]) for i in range(0, a.shape[0], n)])
+        out = from_tiles(out, batch, h + ph, w + pw)
         return out[..., :h, :w]
 
     def attend(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

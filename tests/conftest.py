@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to ../shared and a fixed thread count for reproducible numbers."""
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ REFERENCE = SHARED / "reference"
 DATA = SHARED / "data"
 
 torch.set_num_threads(2)
+os.environ.setdefault("OMP_NUM_THREADS", "2")  # the training scripts run here keep it (utils.cores.pick_threads)
 
 
 @pytest.fixture(scope="session")

@@ -68,6 +68,19 @@ def test_batched_tiles_equal_one_tile_at_a_time():
                 torch.testing.assert_close(batched[..., i:i + 4, j:j + 4], one, rtol=1e-5, atol=1e-5)
 
 
+def test_tile_chunks_are_bit_identical_to_one_batch():
+    """Inference attends tiles in chunks (a Python loop per chunk, none per tile); any chunk size,
+    including ones that straddle two images of the batch, gives exactly the one-batch result."""
+    cam = CrossAttentionModule(TINY).eval()
+    a, b = torch.rand(2, 8, 18, 23), torch.rand(2, 8, 18, 23)  # 5 x 6 tiles of 4 per image, padded
+    with torch.no_grad():
+        cam.chunk = 10**9
+        whole = cam(a, b, tiled=True)
+        for chunk in (1, 7, 30, 31):
+            cam.chunk = chunk
+            assert torch.equal(cam(a, b, tiled=True), whole), chunk
+
+
 def test_cross_attention_matches_explicit_resoftmax():
     cam = CrossAttentionModule(TINY)
     block = cam.cross_ir.blocks[0]

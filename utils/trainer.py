@@ -29,6 +29,7 @@ from utils import run_layout
 from utils.atomic import atomic_save, atomic_write, check_writable
 from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
 from utils.config import check_ranges, defaults, format_config, help_text, parse_overrides, save_config
+from utils.cores import pick_threads, process_cores
 from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
 from utils.demo_data import make_demo_dataset
 from utils.device import autocast, pick_device
@@ -56,7 +57,7 @@ class Job:
     forward: Callable[[nn.Module, Batch], torch.Tensor]
     loss: LossFn
     save_models: Callable[[nn.Module, int], list[Path]]  # (model, epoch from 1) -> files written
-    temperature: Callable[[nn.Module], float] | None = None  # mean learned temperature, logged
+    temperature: Callable[[nn.Module], torch.Tensor] | None = None  # mean learned temperature, logged
     test: TestHook | None = None  # fuse the test folder after an epoch
     preview: Batch = ()  # fixed validation items shown in the per-epoch grid
 
@@ -102,9 +103,12 @@ def lr_at(config: dict[str, Any], epoch: int) -> float:
 
 
 def make_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Adam:
-    """Adam over the trainable parameters only, with the reference's weight decay."""
+    """Adam over the trainable parameters only, with the reference's weight decay.
+
+    Fused: its found_inf input lets step_if skip a non-finite step on the device.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
+    return torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"], fused=True)
 
 
 # ------------------------------------------------------------------------------------- distributed
@@ -165,6 +169,7 @@ class Progress:
     history: dict[str, list[float]] = field(default_factory=dict)  # per step
     epoch_time: list[float] = field(default_factory=list)
     peak_memory: list[int] = field(default_factory=list)
+    threads: int = 0  # torch CPU threads the run started with; a resumed run keeps them (same rounding)
 
 
 def save_state(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any]) -> None:
@@ -267,6 +272,12 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
             print(f"resuming {job.name} at epoch {progress.epoch + 1}, batch {progress.batch}")
     elif config["resume"] and main:
         print(f"warning: no training state at {state_path(job)}; starting {job.name} from scratch")
+    if device.type == "cpu":
+        progress.threads = progress.threads or pick_threads()
+        torch.set_num_threads(progress.threads)
+        if main:
+            print(f"{job.name}: {progress.threads} CPU threads for {process_cores()} cores (the others are busy)"
+                  if progress.threads < process_cores() else f"{job.name}: {progress.threads} CPU threads")
     if main:
         record_config(job, config, progress)
     model = job.model
@@ -275,6 +286,8 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
     if runtime.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     epochs = config["epochs"]
+    good = torch.ones((), device=device)  # 0 from the first non-finite loss on: every later update is skipped
+    suggested = False
     while progress.epoch < epochs:
         epoch = progress.epoch
         loader = make_loader(job.dataset, config["batch_size"], True, config["workers"], config["seed"], epoch,
@@ -288,25 +301,29 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
         started = time.perf_counter() - progress.epoch_seconds
         bar = tqdm(loader, total=batches, initial=progress.batch, disable=None if main else True,
                    desc=f"{job.name} {epoch + 1}/{epochs}", unit="batch", leave=False)
+        pending = Pending()
         for batch in bar:
+            pending.waited += time.perf_counter() - pending.step_end
             batch = tuple(b.to(device, non_blocking=True) for b in (batch if isinstance(batch, list) else [batch]))
-            terms = train_step(job, model, optimizer, batch, config["amp"], runtime,
-                               f"epoch {epoch + 1}, batch {progress.batch + 1}")
+            terms = train_step(job, model, optimizer, batch, config["amp"], runtime, good)
             progress.batch += 1
-            values = {k: v.item() for k, v in terms.items()}
             temperature = job.temperature(job.model) if job.temperature else None
-            record = {**values, "lr": lr, "epoch": epoch + 1}
-            if temperature is not None:
-                record["temperature"] = temperature
-            for k, v in record.items():
-                progress.history.setdefault(k, []).append(v)
-            if main and (progress.batch % config["step"] == 0 or progress.batch == batches):
-                tqdm.write(log_line(job, epoch + 1, epochs, progress.batch, batches, lr, temperature, values))
-            bar.set_postfix(loss=f"{values['total']:.4g}")
+            pending.add(terms, temperature, good, (lr, epoch + 1, progress.batch))
+            steps = len(progress.history.get("total", ())) + len(pending.rows)
+            log_now = progress.batch % config["step"] == 0 or progress.batch == batches
+            checkpoint_now = steps % config["checkpoint_every"] == 0 and progress.batch < batches
+            if log_now or checkpoint_now:  # the host reads the device only here
+                values = pending.read(job, progress)
+                if main and log_now:
+                    tqdm.write(log_line(job, epoch + 1, epochs, progress.batch, batches, lr,
+                                        progress.history.get("temperature", [None])[-1], values))
+                    if not config["cache"]:
+                        suggested = suggest_cache(pending, suggested)
+                bar.set_postfix(loss=f"{values['total']:.4g}")
             progress.epoch_seconds = time.perf_counter() - started
-            steps = len(progress.history["total"])
-            if main and steps % config["checkpoint_every"] == 0 and progress.batch < batches:
+            if main and checkpoint_now:
                 save_state(job, optimizer, progress, config)
+            pending.step_end = time.perf_counter()
         bar.close()
         progress.epoch_time.append(time.perf_counter() - started)
         progress.peak_memory.append(peak_memory(device))
@@ -318,23 +335,97 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
 
 
 def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, amp: bool,
-               runtime: Runtime, where: str = "") -> dict[str, torch.Tensor]:
-    """One optimiser step; the loss is computed in fp32 outside autocast and checked before the update."""
+               runtime: Runtime, good: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One optimiser step, applied only while every loss so far was finite, without reading the device.
+
+    The loss is computed in fp32 outside autocast. `good` (a device scalar, 1 or 0) is multiplied
+    by this step's finite flag, agreed across ranks; the host reads it at the next Pending.read.
+    """
     with autocast(runtime.device, amp):
         out = job.forward(model, batch)
     terms = job.loss(out.float(), batch)
     finite = torch.isfinite(terms["total"].detach()).float()
-    if runtime.world > 1:  # every rank stops together
+    if runtime.world > 1:  # every rank skips, and later stops, together
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if finite.item() < 1:
-        shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        kept = (f"the last good checkpoint {state_path(job)} is untouched (lower lr or check the data, then --resume)"
-                if state_path(job).is_file() else "no checkpoint had been written yet (lower lr or check the data)")
-        raise CrossFuseError(f"non-finite loss ({shown}) at {where} of {job.name}; stopped before updating, {kept}")
+    good = finite if good is None else good.mul_(finite)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
-    optimizer.step()
+    step_if(optimizer, good)
     return terms
+
+
+def step_if(optimizer: torch.optim.Optimizer, good: torch.Tensor) -> None:
+    """optimizer.step() where good is 1, a no-op where it is 0.
+
+    Fused Adam takes the flag as `found_inf` (the hook GradScaler uses) and skips the update, moments
+    and step count on the device; any other optimiser (or a state saved unfused) reads the flag.
+    """
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = 1 - good
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif good.item() == 1:
+        optimizer.step()
+
+
+class Pending:
+    """The steps since the last read: their loss terms, temperature and `good` flag stay on the device."""
+
+    def __init__(self) -> None:
+        self.rows: list[torch.Tensor] = []
+        self.steps: list[tuple[float, int, int]] = []  # (lr, epoch, batch) of each row, from 1
+        self.keys: list[str] = []
+        self.waited = 0.0  # seconds the loop waited for data since the last read
+        self.step_end = self.read_at = time.perf_counter()
+        self.data_share = 0.0  # of the wall time between the last two reads
+
+    def add(self, terms: dict[str, torch.Tensor], temperature: torch.Tensor | None, good: torch.Tensor,
+            step: tuple[float, int, int]) -> None:
+        self.keys = [*terms, *(["temperature"] if temperature is not None else [])]
+        values = [*terms.values(), *([temperature] if temperature is not None else []), good]
+        self.rows.append(torch.stack([v.detach().float() for v in values]))
+        self.steps.append(step)
+
+    def read(self, job: Job, progress: Progress) -> dict[str, float]:
+        """Append the pending steps to progress.history (one host sync); raise at the first non-finite one."""
+        rows = torch.stack(self.rows).tolist()
+        for row, (lr, epoch, batch) in zip(rows, self.steps, strict=True):
+            *row, ok = row
+            values = dict(zip(self.keys, row, strict=True))
+            if ok != 1:
+                raise non_finite(job, values, f"epoch {epoch}, batch {batch}")
+            temperature = values.pop("temperature", None)
+            record = {**values, "lr": lr, "epoch": epoch}
+            if temperature is not None:
+                record["temperature"] = temperature
+            for k, v in record.items():
+                progress.history.setdefault(k, []).append(v)
+        self.rows.clear()
+        self.steps.clear()
+        now = time.perf_counter()
+        self.data_share, self.waited, self.read_at = self.waited / max(now - self.read_at, 1e-9), 0.0, now
+        return values
+
+
+def non_finite(job: Job, values: dict[str, float], where: str) -> CrossFuseError:
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k != "temperature")
+    kept = (f"the last good checkpoint {state_path(job)} is untouched (lower lr or check the data, then --resume)"
+            if state_path(job).is_file() else "no checkpoint had been written yet (lower lr or check the data)")
+    return CrossFuseError(f"non-finite loss ({shown}) at {where} of {job.name}; stopped before updating, {kept}")
+
+
+DATA_BOUND = 0.3  # share of the time spent waiting for batches above which --cache is suggested
+
+
+def suggest_cache(pending: Pending, suggested: bool) -> bool:
+    """Once per run: when decoding keeps the step waiting, say that --cache would help."""
+    if not suggested and pending.data_share > DATA_BOUND:
+        print(f"note: {100 * pending.data_share:.0f}% of the time went to waiting for decoded batches; --cache "
+              "(decode once into a memory map) or more --workers would feed the steps faster", file=sys.stderr)
+        return True
+    return suggested
 
 
 def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any],
@@ -473,7 +564,7 @@ def reconstruction_loss_fn(config: dict[str, Any]) -> LossFn:
     return lambda out, batch: reconstruction_loss(out, batch[0], config["w_mse"], config["w_ssim"])
 
 
-def mean_temperature(model: nn.Module) -> float:
-    """Mean of the learned cross-attention temperatures (1.0 when fixed)."""
+def mean_temperature(model: nn.Module) -> torch.Tensor:
+    """Mean of the learned cross-attention temperatures (1 when fixed), on the device: read with the losses."""
     temps = model.fusion.cam.temperatures()
-    return torch.cat([t.detach().flatten() for t in temps]).mean().item() if temps else 1.0
+    return torch.cat([t.detach().flatten() for t in temps]).mean() if temps else next(model.parameters()).new_ones(())
