@@ -6,6 +6,7 @@ from net.checkpoint import load_crossfuse, save_model
 from net.config import ModelConfig
 from net.layers import box_mean_3x3
 from net.model import CrossFuse, standardise_pair
+from utils.errors import CrossFuseError
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)
 
@@ -23,7 +24,7 @@ def test_standardise_pair_centres_for_the_cam_and_keeps_activity_ratios():
 
 
 def test_unknown_feature_norm_is_refused():
-    with pytest.raises(ValueError, match="feature_norm must be one of"):
+    with pytest.raises(CrossFuseError, match="feature_norm='layer': expected one of none, standard"):
         ModelConfig(feature_norm="layer")
 
 
