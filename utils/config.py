@@ -10,9 +10,11 @@ import difflib
 import json
 import math
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from net.config import FEATURE_NORMS, TEMPERATURES, ModelConfig
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 
@@ -43,10 +45,9 @@ RULES: dict[str, Rule] = {
     "lr_step_epochs": at_least(0), "weight_decay": at_least(0),
     "w_mse": at_least(0), "w_ssim": at_least(0), "w_int": at_least(0), "w_grad": at_least(0),
     "lr_schedule": one_of("step", "cosine"), "on_error": one_of("skip", "raise"),
-    "modality": one_of("ir", "vi", "both"), "temperature": one_of("fixed", "block", "head"),
-    "feature_norm": one_of("none", "standard"),
-    **{k: at_least(1) for k in ("shallow", "growth", "dense_layers", "deep", "decoder", "tile", "patch", "heads",
-                                "mlp_ratio", "self_depth", "cross_depth")},
+    "modality": one_of("ir", "vi", "both"), "temperature": one_of(*TEMPERATURES),
+    "feature_norm": one_of(*FEATURE_NORMS),
+    **{f.name: at_least(1) for f in fields(ModelConfig) if f.type is int},  # widths, depths, tile, heads...
 }
 
 
