@@ -212,7 +212,7 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
         scan, source = find_pairs(args.test_ir, args.test_vi), f"{args.test_ir} + {args.test_vi}"
     else:
         configured = [r.log.config.get("test_dir") for r in runs if r.log] + [
-            _args_default("args_end_to_end", "Args", "test_dir", None),
+            _args_default("args_end_to_end", "EndToEnd", "test_dir", None),
             _args_default("args_two_stage", "Stage2", "test_dir", None)]
         test = args.test or next((Path(t) for t in configured if t), None)
         if test is None:
@@ -516,7 +516,7 @@ def run_warnings(runs: dict[str, list[Run]], baseline: str) -> list[str]:
 
 # Training settings that make a fight unfair when they differ between arms (data, budget, optimiser);
 # where the files, logging and hardware go is not among them.
-TRAINING_KEYS = ("dataset", "train_num", "image_size", "crop", "hflip", "vflip", "batch_size", "epochs", "lr",
+TRAINING_KEYS = ("preset", "dataset", "train_num", "image_size", "crop", "hflip", "vflip", "batch_size", "epochs", "lr",
                  "lr_schedule", "lr_step_epochs", "lr_gamma", "lr_min", "weight_decay", "optimizer", "warmup_epochs",
                  "grad_clip", "w_int", "w_grad", "feature_norm", "cam_gate", "temperature", "amp", "seed")
 
@@ -873,7 +873,7 @@ def _epoch(text: str) -> tuple[str, int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    root = Path(_args_default("args_end_to_end", "Args", "out_root", "models"))
+    root = Path(_args_default("args_end_to_end", "EndToEnd", "out_root", "models"))
     parser.add_argument("--study", type=Path, help="a study.py folder: every ARM/seed_K run in it")
     parser.add_argument("--run", type=_named, action="append", metavar="NAME=DIR",
                         help="an approach and its run folder (or a folder of seed_K runs); repeatable")

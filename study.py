@@ -32,11 +32,11 @@ from typing import Any
 import torch
 
 import compare_training_approaches
-from args_end_to_end import Args
+from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
 from utils import run_layout
 from utils.atomic import atomic_write, check_writable
-from utils.config import defaults, parse_overrides
+from utils.config import defaults, parse_overrides, with_preset
 from utils.demo_data import make_demo_dataset
 from utils.errors import CrossFuseError, run_main
 from utils.metric_profiles import get_profile
@@ -46,7 +46,7 @@ from utils.trainer import DEMO
 ROOT = Path(__file__).resolve().parent
 ARMS = (TWO_STAGE, END_TO_END, WARM_START)
 SCRIPTS = {STAGE1: ("train_autoencoder.py", Stage1), TWO_STAGE: ("train_fusion.py", Stage2),
-           END_TO_END: ("train_end_to_end.py", Args), WARM_START: ("train_end_to_end.py", Args)}
+           END_TO_END: ("train_end_to_end.py", EndToEnd), WARM_START: ("train_end_to_end.py", EndToEnd)}
 SET_BY_STUDY = ("out_root", "seed", "resume", "demo", "ir_encoder", "vi_encoder", "reference", "init_from",
                 "init_ir_encoder", "init_vi_encoder", "init_reference")
 # Demo scale: 48 synthetic 64 x 64 pairs, a narrow model, short schedules; 12 test pairs, enough for a
@@ -126,7 +126,7 @@ class Run:
 
 def settings_for(arm: str, overrides: list[str], demo: bool) -> tuple[dict[str, Any], list[str]]:
     """An arm's configuration and the --key=value its script gets: the demo's, then the user's, where it has them."""
-    config = defaults(SCRIPTS[arm][1])
+    config = with_preset(SCRIPTS[arm][1], overrides)
     given = ([f"--dataset={DEMO_DATA / 'train'}", *(f"--{k}={v}" for k, v in DEMO_SETTINGS.items() if k in config),
               f"--epochs={DEMO_EPOCHS[arm]}"] if demo else [])
     given += [o for o in overrides if o[2:].partition("=")[0].replace("-", "_") in config]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from args_end_to_end import Args
+from args_end_to_end import EndToEnd
 from net.checkpoint import find_reference, load_encoder, save_model
 from net.model import CrossFuse, FusionNet
 from utils import run_layout
@@ -97,7 +97,7 @@ def end_to_end_job(config: dict[str, Any], model: CrossFuse, device: torch.devic
 
 
 def main(argv: list[str]) -> None:
-    config = settings(Args, argv, __doc__)
+    config = settings(EndToEnd, argv, __doc__)
     runtime = start_runtime(config)
     sources = warm_start_sources(config)
     announce("End-to-end training" + (f", warm start from {sources[0]}, {sources[1]}" if sources else ""),

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import train_end_to_end
-from args_end_to_end import Args
+from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
 from net.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
 from net.config import ModelConfig
@@ -112,7 +112,7 @@ def test_bad_test_pair_is_refused_before_training(data, tmp_path):
 
 
 def test_failing_optional_epoch_work_keeps_training(data, tmp_path, monkeypatch, capsys):
-    config = settings(Args, train_args(data, tmp_path, *TINY, "--epochs=2", f"--test_dir={data / 'test'}"), "")
+    config = settings(EndToEnd, train_args(data, tmp_path, *TINY, "--epochs=2", f"--test_dir={data / 'test'}"), "")
     model = CrossFuse(train_end_to_end.model_config(config))
     job = train_end_to_end.end_to_end_job(config, model, torch.device("cpu"))
 
@@ -228,18 +228,18 @@ def test_out_root_that_is_a_file_is_one_line(data, tmp_path):
 # 7 ------------------------------------------------------------------ settings outside their range
 
 @pytest.mark.parametrize("bad", ["--batch_size=0", "--batch_size=-2", "--image_size=0", "--image_size=8",
-                                 "--checkpoint_every=0", "--step=0", "--heads=3", "--tile=5",
+                                 "--checkpoint_every=0", "--log_every=0", "--heads=3", "--tile=5",
                                  "--temperature=warm", "--lr=-1e-3", "--lr_gamma=0", "--workers=-1", "--epochs=0",
                                  "--lr=nan", "--lr_schedule=linear", "--deep=0"])
 def test_out_of_range_settings_are_refused_by_name(bad):
     key = bad[2:].split("=")[0]
     with pytest.raises(CrossFuseError, match=key) as raised:
-        settings(Args, [bad], "")
+        settings(EndToEnd, [bad], "")
     assert "\n" not in str(raised.value)
 
 
 def test_every_numeric_or_choice_setting_has_a_range():
-    for args_class in (Stage1, Stage2, Args):
+    for args_class in (Stage1, Stage2, EndToEnd):
         for key, value in defaults(args_class).items():
             if not isinstance(value, bool) and key not in FREE_TEXT:
                 assert key in RULES, f"{args_class.__name__}.{key}: give it a range in utils.config.RULES"

@@ -1,12 +1,16 @@
-"""The settings beyond the reference: feature_norm = "standard" and cam_gate (tiny models)."""
+"""The settings beyond the reference: feature_norm, cam_gate (tiny models) and the presets that use them."""
 import pytest
 import torch
 
+from args_end_to_end import EndToEnd
+from args_two_stage import Stage1, Stage2
 from net.checkpoint import load_crossfuse, save_model
 from net.config import ModelConfig
 from net.layers import box_mean_3x3
 from net.model import CrossFuse, standardise_pair
+from utils.config import defaults
 from utils.errors import CrossFuseError
+from utils.trainer import settings
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)
 
@@ -57,3 +61,46 @@ def test_defaults_add_no_parameter():
     model = CrossFuse(ModelConfig(**TINY))
     assert model.fusion.gate is None
     assert not any("gate" in k for k in model.state_dict())
+
+
+# ------------------------------------------------------------------ presets and the args hierarchy
+
+FAIRNESS_KEYS = ("batch_size", "lr", "epochs", "weight_decay", "lr_schedule", "lr_min", "w_int", "w_grad",
+                 "temperature", "feature_norm", "cam_gate", "image_size", "train_num")
+
+
+@pytest.mark.parametrize("preset", ["fair", "cpu"])
+def test_preset_trains_both_arms_alike(preset):
+    stage2, end_to_end = (settings(cls, [f"--preset={preset}"], "") for cls in (Stage2, EndToEnd))
+    assert stage2["preset"] == end_to_end["preset"] == preset
+    assert {k: stage2[k] for k in FAIRNESS_KEYS} == {k: end_to_end[k] for k in FAIRNESS_KEYS}
+
+
+def test_reference_preset_is_the_args_files():
+    for cls in (Stage1, Stage2, EndToEnd):
+        assert settings(cls, ["--preset=reference"], "") == {**defaults(cls), "preset": "reference"}
+    assert settings(Stage2, [], "")["lr_schedule"] == "step"
+    assert settings(EndToEnd, [], "")["lr_schedule"] == "cosine"
+
+
+def test_command_line_wins_over_the_preset_wherever_it_stands():
+    for argv in (["--epochs=3", "--preset=cpu"], ["--preset=cpu", "--epochs=3"]):
+        config = settings(EndToEnd, argv, "")
+        assert config["epochs"] == 3 and config["image_size"] == 128
+
+
+def test_unknown_preset_is_one_line():
+    with pytest.raises(CrossFuseError, match=r"--preset=fast: unknown preset of Stage2 \(expected one of "
+                                             r"reference, fair, cpu\)"):
+        settings(Stage2, ["--preset=fast"], "")
+
+
+def test_shared_settings_are_declared_once():
+    shared = set(defaults(Stage2)) & set(defaults(EndToEnd))
+    declared = [k for cls in (Stage2, EndToEnd) for k in vars(cls) if k in shared]
+    assert len(shared) > 30 and declared == ["lr_schedule", "temperature"]  # the only values that differ
+
+
+def test_old_step_setting_still_works_with_a_warning(capsys):
+    assert settings(Stage1, ["--step=3"], "")["log_every"] == 3
+    assert "--step is deprecated, use --log_every" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from args_end_to_end import Args
+from args_end_to_end import EndToEnd
 from args_two_stage import Stage1
 from net.encoder import AutoEncoder
 from net.model import CrossFuse
@@ -50,8 +50,8 @@ class SquaredError:
 
 def tiny_run(tmp_path: Path, step: int, nan_at: tuple[int, ...] = ()) -> tuple[Job, dict]:
     model = nn.Conv2d(1, 1, 3, padding=1)
-    config = settings(Args, [f"--out_root={tmp_path}", "--device=cpu", "--workers=0", "--batch_size=1",
-                             "--epochs=1", f"--step={step}", "--checkpoint_every=1000", "--preview_images=0"], "")
+    config = settings(EndToEnd, [f"--out_root={tmp_path}", "--device=cpu", "--workers=0", "--batch_size=1",
+                             "--epochs=1", f"--log_every={step}", "--checkpoint_every=1000", "--preview_images=0"], "")
     job = Job("tiny", "tiny", tmp_path, model, Images(), lambda m, b: m(b[0]), SquaredError(model, nan_at),
               lambda m, e: [])
     return job, config
@@ -160,7 +160,7 @@ def test_real_training_steps_never_read_the_device(monkeypatch, stage):
         forward, batch = (lambda m, b: m(b[0])), (torch.rand(2, 1, 32, 32) * 255,)
     else:
         model = CrossFuse(TINY, frozen_encoders=stage == "stage2")
-        loss, forward = trainer.fusion_loss_fn(settings(Args, [], "")), trainer.fusion_forward
+        loss, forward = trainer.fusion_loss_fn(settings(EndToEnd, [], "")), trainer.fusion_forward
         batch = (torch.rand(2, 1, 32, 32) * 255, torch.rand(2, 1, 32, 32) * 255)
     job = Job(stage, stage, Path("."), model.train(), [], forward, loss, lambda m, e: [])
     optimizer = trainer.make_optimizer(model, {"lr": 1e-3, "weight_decay": 0.9})

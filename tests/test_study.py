@@ -20,7 +20,7 @@ from utils.demo_data import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image_size=32", "--batch_size=2", "--workers=0", "--train_num=0", "--shallow=4", "--growth=4", "--deep=8",
-        "--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2", "--epochs=1", "--step=1", "--preview_images=1",
+        "--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2", "--epochs=1", "--log_every=1", "--preview_images=1",
         "--checkpoint_every=1", "--device=cpu"]
 FUSION_ONLY = ("--tile", "--heads", "--mlp_ratio")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

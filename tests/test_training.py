@@ -14,7 +14,7 @@ import torch
 import train_autoencoder
 import train_end_to_end
 import train_fusion
-from args_end_to_end import Args
+from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
 from net.checkpoint import load_crossfuse, read_checkpoint
 from net.model import CrossFuse
@@ -90,7 +90,7 @@ def test_stage2_first_step_matches_reference(vectors, reference_dir, tmp_path):
 
 
 def test_end_to_end_first_step_matches_reference(vectors, reference_dir):
-    config = settings(Args, ["--temperature=fixed"], "")
+    config = settings(EndToEnd, ["--temperature=fixed"], "")
     ir, vi, fusion = reference_parts(reference_dir)
     model = CrossFuse.from_parts(ir.encoder, vi.encoder, fusion).train()
     assert all(p.requires_grad for p in model.parameters())
@@ -207,7 +207,7 @@ class NanAfter:
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path):
-    config = settings(Args, args(data, tmp_path, *ENCODER, *FUSION, "--epochs=3", "--checkpoint_every=2"), "")
+    config = settings(EndToEnd, args(data, tmp_path, *ENCODER, *FUSION, "--epochs=3", "--checkpoint_every=2"), "")
     model = CrossFuse(train_end_to_end.model_config(config))
     job = train_end_to_end.end_to_end_job(config, model, torch.device("cpu"))
     job.loss = NanAfter(5)  # steps 1-4 fine (checkpoints after steps 2, 3 = epoch end, and 4), step 5 NaN

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import train_fusion
-from args_end_to_end import Args
+from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
@@ -94,7 +94,7 @@ def test_stage2_trajectory(trajectories, reference_dir, tmp_path):
 
 def test_end_to_end_trajectory(trajectories, reference_dir):
     entry = trajectories["end_to_end"]
-    config = trainer.settings(Args, ["--temperature=fixed"], "")
+    config = trainer.settings(EndToEnd, ["--temperature=fixed"], "")
     assert config["lr"] == entry["lr"]
     ir, vi, fusion = reference_parts(reference_dir)
     model = CrossFuse.from_parts(ir.encoder, vi.encoder, fusion).train()

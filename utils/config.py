@@ -9,6 +9,7 @@ one-line message.
 import difflib
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -40,7 +41,7 @@ STRIDE = 8  # deep features are 1/8 of the input; a training image must hold at 
 RULES: dict[str, Rule] = {
     "train_num": at_least(0), "workers": at_least(0), "seed": at_least(0), "preview_images": at_least(0),
     "image_size": ((lambda v, c: v >= STRIDE * c.get("patch", 2)), "at least 8 * patch (one token)"),
-    "batch_size": at_least(1), "epochs": at_least(1), "step": at_least(1), "checkpoint_every": at_least(1),
+    "batch_size": at_least(1), "epochs": at_least(1), "log_every": at_least(1), "checkpoint_every": at_least(1),
     "lr": at_least(0), "lr_min": at_least(0), "lr_gamma": above(0),
     "lr_step_epochs": at_least(0), "weight_decay": at_least(0),
     "w_mse": at_least(0), "w_ssim": at_least(0), "w_int": at_least(0), "w_grad": at_least(0),
@@ -51,8 +52,9 @@ RULES: dict[str, Rule] = {
 }
 
 
-# Settings free of a range: paths and names, checked where they are used (a missing file is one line there).
-FREE_TEXT = frozenset({"dataset", "images", "out_root", "device", "ir_encoder", "vi_encoder", "reference", "test_dir",
+# Settings free of a range: paths and names, checked where they are used (a missing file is one line there;
+# an unknown preset in with_preset, which knows each args class's presets).
+FREE_TEXT = frozenset({"preset", "dataset", "images", "out_root", "device", "ir_encoder", "vi_encoder", "reference", "test_dir",
                        "init_from", "init_ir_encoder", "init_vi_encoder", "init_reference"})
 
 
@@ -65,9 +67,42 @@ def check_ranges(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+CLASS_FACTS = ("presets", "demo_epochs")  # attributes of an args class that are not settings
+
+
 def defaults(args_class: type) -> dict[str, Any]:
-    """The public class attributes of an args class, in file order."""
-    return {k: v for k, v in vars(args_class).items() if not k.startswith("_") and not callable(v)}
+    """The settings of an args class and its bases, in file order (a subclass's value wins)."""
+    config: dict[str, Any] = {}
+    for cls in reversed(args_class.__mro__[:-1]):
+        config.update({k: v for k, v in vars(cls).items()
+                       if not k.startswith("_") and not callable(v) and k not in CLASS_FACTS})
+    return config
+
+
+def presets(args_class: type) -> dict[str, dict[str, Any]]:
+    """Named presets of an args class, merged down its bases; "reference" is the file's own values."""
+    merged: dict[str, dict[str, Any]] = {"reference": {}}
+    for cls in reversed(args_class.__mro__[:-1]):
+        for name, values in vars(cls).get("presets", {}).items():
+            merged.setdefault(name, {}).update(values)
+    return merged
+
+
+def with_preset(args_class: type, argv: list[str]) -> dict[str, Any]:
+    """The args class's settings with the preset named by `--preset=NAME` in argv (the last one) applied.
+
+    Order of precedence, lowest first: the file, the preset, then the command line's other settings.
+    """
+    config, named = defaults(args_class), presets(args_class)
+    chosen = [a.partition("=")[2] for a in argv if a.startswith("--preset=")]
+    name = chosen[-1] if chosen else config.get("preset", "reference")
+    if name not in named:
+        raise CrossFuseError(f"--preset={name}: unknown preset of {args_class.__name__} "
+                             f"(expected one of {', '.join(named)})")
+    config.update(named[name])
+    if "preset" in config:
+        config["preset"] = name
+    return config
 
 
 def _convert(key: str, text: str, default: Any) -> Any:
@@ -89,6 +124,9 @@ def _convert(key: str, text: str, default: Any) -> Any:
     raise CrossFuseError(f"--{key}: values of type {type(default).__name__} cannot be set from the command line")
 
 
+RENAMED = {"step": "log_every"}  # old setting name -> new; the old one still works, with a warning
+
+
 def parse_overrides(config: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     """A copy of config with each `--key=value` / `--flag` of argv applied."""
     config = dict(config)
@@ -97,6 +135,9 @@ def parse_overrides(config: dict[str, Any], argv: list[str]) -> dict[str, Any]:
             raise CrossFuseError(f"{arg!r}: options are written --key=value (see --help)")
         key, has_value, text = arg[2:].partition("=")
         key = key.replace("-", "_")
+        if key in RENAMED and key not in config:
+            print(f"warning: --{key} is deprecated, use --{RENAMED[key]}", file=sys.stderr)
+            key = RENAMED[key]
         if key not in config:
             close = difflib.get_close_matches(key, config, n=1)
             hint = f"; did you mean --{close[0]}?" if close else ""
@@ -118,5 +159,8 @@ def save_config(config: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda temp: temp.write_text(json.dumps(config, indent=2) + "\n"))
 
 
-def help_text(config: dict[str, Any], doc: str) -> str:
-    return f"{doc.strip()}\n\nSettings (override with --key=value):\n{format_config(config)}"
+def help_text(config: dict[str, Any], doc: str, named: dict[str, dict[str, Any]]) -> str:
+    lines = [f"  {name}: {', '.join(f'{k}={v!r}' for k, v in values.items()) or 'the values below'}"
+             for name, values in named.items()]
+    return (f"{doc.strip()}\n\nPresets (--preset=NAME, applied before the other --key=value):\n" + "\n".join(lines)
+            + f"\n\nSettings (override with --key=value):\n{format_config(config)}")

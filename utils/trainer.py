@@ -28,7 +28,7 @@ from net.config import ModelConfig
 from utils import run_layout
 from utils.atomic import atomic_save, atomic_write, check_writable
 from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
-from utils.config import check_ranges, defaults, format_config, help_text, parse_overrides, save_config
+from utils.config import check_ranges, format_config, help_text, parse_overrides, presets, save_config, with_preset
 from utils.cores import pick_threads, process_cores
 from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
 from utils.demo_data import make_demo_dataset
@@ -65,21 +65,20 @@ class Job:
 # ----------------------------------------------------------------------------------------- settings
 
 DEMO = dict(dataset="data/demo/train", test_dir="data/demo/test", out_root="models/demo", train_num=0,
-            image_size=64, batch_size=4, workers=0, step=12, checkpoint_every=48, preview_images=4,
+            image_size=64, batch_size=4, workers=0, log_every=12, checkpoint_every=48, preview_images=4,
             lr_step_epochs=30, shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)
-DEMO_EPOCHS = {"Stage1": 6, "Stage2": 40, "Args": 40}
 
 
 def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
-    """The args file's values, then the demo's (with --demo), then the command line's."""
-    config = defaults(args_class)
+    """The args file's values, then its --preset's, then the demo's (with --demo), then the command line's."""
+    config = with_preset(args_class, argv)
     if "-h" in argv or "--help" in argv:
-        print(help_text(config, doc))
+        print(help_text(config, doc, presets(args_class)))
         sys.exit(0)
     if "--demo" in argv or "--demo=true" in argv:
         make_demo_dataset(Path("data/demo"))
         demo = {k: v for k, v in DEMO.items() if k in config}
-        config.update(demo, epochs=DEMO_EPOCHS[args_class.__name__])
+        config.update(demo, epochs=args_class.demo_epochs)
     config = check_ranges(parse_overrides(config, argv))
     if "deep" in config:  # the whole model is configured here: check how its widths fit together
         model_config(config)
@@ -310,7 +309,7 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
             temperature = job.temperature(job.model) if job.temperature else None
             pending.add(terms, temperature, good, (lr, epoch + 1, progress.batch))
             steps = len(progress.history.get("total", ())) + len(pending.rows)
-            log_now = progress.batch % config["step"] == 0 or progress.batch == batches
+            log_now = progress.batch % config["log_every"] == 0 or progress.batch == batches
             checkpoint_now = steps % config["checkpoint_every"] == 0 and progress.batch < batches
             if log_now or checkpoint_now:  # the host reads the device only here
                 values = pending.read(job, progress)
