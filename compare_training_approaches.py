@@ -851,7 +851,7 @@ def summary(report: dict, out: Path) -> str:
     lines += [f"note: {w}" for w in report["warnings"]]
     differ = report["training_differences"]
     lines += ["NOT TRAINED ALIKE: " + "; ".join(f"{k} " + ", ".join(f"{a}={v[a]!r}" for a in v)
-                                                for k, v in differ.items())] if differ else []
+                                                for k, v in differ.items())] if differ else ["trained alike"]
     flagged = sum(len(by_name) for by_name in report["flags"].values())
     lines += [f"guards: {flagged} fused image(s) flagged (see report.md)"] if flagged else []
     return "\n".join(lines + ["", f"report written to {out / 'report.md'}"])
