@@ -9,7 +9,6 @@ import json
 import math
 import os
 import random
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from utils.config import check_ranges, format_config, help_text, parse_overrides
 from utils.cores import pick_threads, process_cores
 from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
 from utils.demo_data import make_demo_dataset
-from utils.device import autocast, pick_device
+from utils.device import autocast, peak_memory, pick_device
 from utils.errors import CrossFuseError
 from utils.images import write_gray
 from utils.inference import fuse_pair, read_pair
@@ -221,13 +220,6 @@ def write_losses(job: Job, progress: Progress, epoch: int, config: dict[str, Any
     """loss/loss_data_<name>_e<K>.mat: per-step total (`loss_data`, as the reference), terms, lr, temperature."""
     return run_layout.write_losses(run_layout.loss_file(job.out_dir, job.name, epoch), progress.history,
                                    progress.epoch_time, progress.peak_memory, memory_kind, config)
-
-
-def peak_memory(device: torch.device) -> int:
-    """Peak bytes: CUDA allocations on a GPU, the process's resident set on the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def save_preview(job: Job, model: nn.Module, epoch: int, device: torch.device) -> Path | None:
@@ -551,6 +543,11 @@ def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -
 
 def fusion_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch[0], batch[1])
+
+
+def reconstruction_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Stage 1: an autoencoder reconstructs its one input; batch = (image,)."""
+    return model(batch[0])
 
 
 def fusion_loss_fn(config: dict[str, Any]) -> LossFn:
