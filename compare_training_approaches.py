@@ -41,7 +41,7 @@ from utils.errors import CrossFuseError, run_main
 from utils.images import read_gray, write_gray
 from utils.inference import fuse_gray, read_pair
 from utils.metric_profiles import SUITE, Profile, higher_is_better
-from utils.pairs import Pair, discover_pairs, find_pairs
+from utils.pairs import Pair, find_pairs
 from utils.run_layout import END_TO_END, LAYOUTS, STAGE1, TWO_STAGE, WARM_START, LossLog
 
 REFERENCE = "reference"
@@ -218,7 +218,7 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
         if test is None:
             raise CrossFuseError("no test set configured: pass --test DIR (a folder with ir/ and vi/ subfolders, "
                                  "e.g. TNO) or --test-ir DIR --test-vi DIR")
-        scan, source = discover_pairs(test), str(test)
+        scan, source = find_pairs(test), str(test)
     for path in scan.unpaired:
         print(f"warning: no partner for {path}", file=sys.stderr)
     if not scan.pairs:

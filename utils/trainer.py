@@ -36,7 +36,7 @@ from utils.errors import CrossFuseError
 from utils.images import write_gray
 from utils.inference import fuse_pair, read_pair
 from utils.losses import fusion_loss, reconstruction_loss
-from utils.pairs import Pair, discover_pairs, find_images
+from utils.pairs import Pair, find_images, find_pairs
 
 STATE_FORMAT = "crossfuse-train-state/1"
 Batch = tuple[torch.Tensor, ...]
@@ -468,7 +468,7 @@ def _dataset_root(config: dict[str, Any]) -> Path:
 
 def training_pairs(config: dict[str, Any]) -> list[Pair]:
     """The first train_num IR/VIS pairs of the configured dataset; unpaired files are reported."""
-    scan = discover_pairs(_dataset_root(config))
+    scan = find_pairs(_dataset_root(config))
     if scan.unpaired:
         shown = ", ".join(str(p) for p in scan.unpaired[:5])
         print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
@@ -518,7 +518,7 @@ def preview_batch(dataset: Dataset, config: dict[str, Any]) -> Batch:
     if config["preview_images"] == 0:
         return ()
     if config.get("test_dir"):
-        pairs = discover_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
+        pairs = find_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
         transform = ImageTransform(config["image_size"])
         dataset = PairDataset(pairs, transform, config["seed"], "raise")
     items = [dataset[i] for i in range(min(config["preview_images"], len(dataset)))]
@@ -530,7 +530,7 @@ def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -
     """A callback fusing the configured test folder into out_dir/test/epoch_N, or None without one."""
     if not config["test_dir"]:
         return None
-    pairs = discover_pairs(Path(config["test_dir"])).pairs
+    pairs = find_pairs(Path(config["test_dir"])).pairs
     for pair in pairs:  # a bad test pair fails now, not after the first epoch's training
         read_pair(pair)
 
