@@ -159,7 +159,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class Progress:
-    """What a training-state checkpoint holds besides the weights."""
+    """Where one run is in its training (epoch, batch) and what it logged so far: what a training-state
+    checkpoint holds besides the weights."""
 
     epoch: int = 0  # 0-based epoch in progress
     batch: int = 0  # batches of it already done
