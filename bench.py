@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from utils.atomic import atomic_write
 from utils.device import autocast, peak_memory, pick_device
 from utils.errors import CrossFuseError, run_main
+from utils.tables import format_table
 from utils.trainer import (
     Job,
     Runtime,
@@ -429,10 +430,13 @@ def table(results: dict) -> str:
     def pct(row: dict) -> str:
         return "-" if row.get("fraction_of_ceiling") is None else f"{100 * row['fraction_of_ceiling']:.0f}%"
 
-    def mib(row: dict) -> str:
+    def mib(row: dict) -> list[str]:
         """Peak, and its growth over the process before the first run (libraries, weights, inputs)."""
         growth = (row["peak_mem_bytes"] - row["rss_before_bytes"]) / 2**20 if row["mem_kind"] == "rss" else None
-        return f"{row['peak_mem_bytes'] / 2**20:>10,.0f}" + (f"{growth:>6,.0f}" if growth is not None else "     -")
+        return [f"{row['peak_mem_bytes'] / 2**20:,.0f}", f"{growth:,.0f}" if growth is not None else "-"]
+
+    def rates(row: dict) -> list[str]:
+        return [f"{row['flops'] / 1e9:.0f}", f"{row['gflops_per_s']:.1f}", pct(row), *mib(row)]
 
     for name, c in results.get("ceiling", {}).items():
         lines.append(f"\nceiling  {name} matmul {c['n']}^2: {c['gflops_per_s']:.1f} GFLOP/s")
@@ -441,17 +445,17 @@ def table(results: dict) -> str:
     if beside:
         lines.append(f"ceil = share of the fp32 matmul rate timed in each measuring process right after it "
                      f"({min(beside):.1f} to {max(beside):.1f} GFLOP/s here: the load varies)")
+    costs = ["GFLOP", "GFLOP/s", "ceil", "peak MiB", "+MiB"]
     if results.get("fusion"):
-        lines.append("\nfusion (1 pair)  variant        size      s     s/MP   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
-        for r in results["fusion"]:
-            size = f"{r['width']}x{r['height']}"
-            lines.append(f"                 {r['variant']:<8}{size:>11}{r['seconds']:>7.2f}{r['seconds_per_mp']:>9.2f}"
-                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
+        lines += ["", format_table(
+            ["fusion (1 pair)", "variant", "size", "s", "s/MP", *costs],
+            [["", r["variant"], f"{r['width']}x{r['height']}", f"{r['seconds']:.2f}", f"{r['seconds_per_mp']:.2f}",
+              *rates(r)] for r in results["fusion"]], "<<" + ">" * 8)]
     if results.get("train"):
-        lines.append("\ntraining step    variant  stage      batch  s/step   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
-        for r in results["train"]:
-            lines.append(f"                 {r['variant']:<8} {r['stage']:<11}{r['batch']:>4}{r['seconds']:>8.2f}"
-                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
+        lines += ["", format_table(
+            ["training step", "variant", "stage", "batch", "s/step", *costs],
+            [["", r["variant"], r["stage"], str(r["batch"]), f"{r['seconds']:.2f}", *rates(r)]
+             for r in results["train"]], "<<<" + ">" * 7)]
     load = results.get("load")
     if load is not None:
         alone = load["alone_seconds"]
