@@ -8,6 +8,10 @@ torch.compile variants.
 
     python bench.py                      # everything, defaults (under 10 minutes on 2 CPU cores)
     python bench.py --quick --json o.json  # tiny sizes, one repeat (what the tests run)
+    python bench.py --data DIR           # RoadScene for the data section (default ../shared/data/roadscene)
+
+The training rows time the trainer's own step (utils.trainer.train_step with its optimiser, loss
+functions and the settings of the args files), so an AMP row measures the step training runs.
 """
 import argparse
 import json
@@ -30,10 +34,22 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from utils.atomic import atomic_write
-from utils.device import autocast, pick_device
+from utils.device import autocast, peak_memory, pick_device
 from utils.errors import CrossFuseError, run_main
+from utils.tables import format_table
+from utils.trainer import (
+    Job,
+    Runtime,
+    fusion_forward,
+    fusion_loss_fn,
+    make_optimizer,
+    model_config,
+    reconstruction_forward,
+    reconstruction_loss_fn,
+    train_step,
+)
 
-ROADSCENE = Path(__file__).resolve().parent.parent / "shared" / "data" / "roadscene"
+ROADSCENE = Path("../shared/data/roadscene")  # --data's default, relative to the working directory
 SECTIONS = ("ceiling", "fusion", "train", "load", "data")
 VARIANTS = ("fp32", "amp", "compile")
 STAGES = ("stage1", "stage2", "end_to_end")
@@ -42,13 +58,6 @@ QUICK_FUSION_SIZES = ((64, 64), (96, 128))
 DATA_WORKERS = (0, 1, 2)
 LOADER_BATCH = 8
 
-# The CPU flash-attention kernels SDPA dispatches to have no formula in torch's flop counter; they
-# do the same matmuls as the GPU kernels, so they get the same formulas.
-for _op, _formula in ((torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, flop_counter.sdpa_flop),
-                      (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward,
-                       flop_counter.sdpa_backward_flop)):
-    if _op not in flop_counter.flop_registry:
-        flop_counter.register_flop_formula(_op, get_raw=True)(_formula)  # already shape-wrapped
 
 
 @dataclass(frozen=True)
@@ -84,8 +93,17 @@ def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[flo
     return times
 
 
+def cpu_attention_flops() -> dict[Any, Callable[..., int]]:
+    """Formulas for the CPU flash-attention kernels SDPA dispatches to, which torch's flop counter
+    lacks; they do the same matmuls as the GPU kernels, so they get the same formulas. Passed to each
+    counter, not registered in torch's global registry, so importing bench changes nothing else."""
+    aten = torch.ops.aten
+    return {aten._scaled_dot_product_flash_attention_for_cpu: flop_counter.sdpa_flop.__wrapped__,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: flop_counter.sdpa_backward_flop.__wrapped__}
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as counter:
         fn()
     return counter.get_total_flops()
 
@@ -96,11 +114,9 @@ def current_rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def peak_memory(device: torch.device) -> dict[str, Any]:
-    """The process's peak so far: RSS high-water mark on the CPU, allocator peak on CUDA."""
-    if device.type == "cuda":
-        return {"peak_mem_bytes": torch.cuda.max_memory_allocated(device), "mem_kind": "cuda_max_allocated"}
-    return {"peak_mem_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "mem_kind": "rss"}
+def peak_row(device: torch.device) -> dict[str, Any]:
+    """The process's peak so far (utils.device.peak_memory, as the trainer logs it) and what it measures."""
+    return {"peak_mem_bytes": peak_memory(device), "mem_kind": "cuda_max_allocated" if device.type == "cuda" else "rss"}
 
 
 def to_device(batch: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -182,7 +198,7 @@ def measure_fusion(settings: Settings, height: int, width: int, variant: str,
     times = timed(fuse, settings.repeats, device)
     mp = height * width / 1e6
     result = {"variant": variant, "height": height, "width": width, "megapixels": mp,
-              **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before,
+              **summary(times, flops), **peak_row(device), "rss_before_bytes": rss_before,
               **ceiling_beside(settings, device)}
     result["seconds_per_mp"] = result["seconds"] / mp
     return result
@@ -192,52 +208,59 @@ def measure_fusion(settings: Settings, height: int, width: int, variant: str,
 
 
 class TrainingStep(NamedTuple):
-    step: Callable[[], None]  # zero grads, forward + backward (compiled for --compile), optimiser step
-    forward_backward: Callable[[], None]  # of the eager model, for counting FLOPs
+    step: Callable[[], None]  # the trainer's train_step (of the compiled model for --compile)
+    eager_step: Callable[[], None]  # the same step of the eager model, for counting FLOPs
     optimizer: torch.optim.Optimizer
+
+
+def stage_job(stage: str) -> tuple[Job, dict[str, Any]]:
+    """The model, forward and loss a training script builds for `stage`, with its args file's settings.
+
+    stage1: an autoencoder with the reconstruction loss; stage2: CrossFuse with frozen encoders, the
+    fusion net trained; end_to_end: everything trainable. The dataset and outputs are left out: the
+    step is fed a fixed random batch and saves nothing.
+    """
+    from args_end_to_end import EndToEnd
+    from args_two_stage import Stage1, Stage2
+    from net.encoder import AutoEncoder
+    from net.model import CrossFuse
+    from utils.config import defaults
+
+    if stage == "stage1":
+        config = defaults(Stage1)
+        model = AutoEncoder(model_config(config))
+        forward, loss = reconstruction_forward, reconstruction_loss_fn(config)
+    elif stage == "stage2":
+        config = defaults(Stage2)
+        model = CrossFuse(model_config(config), frozen_encoders=True)
+        forward, loss = fusion_forward, fusion_loss_fn(config)
+    elif stage == "end_to_end":
+        config = defaults(EndToEnd)
+        model = CrossFuse(model_config(config))
+        forward, loss = fusion_forward, fusion_loss_fn(config)
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    job = Job(name=stage, title=stage, out_dir=Path(), model=model.train(), dataset=[], forward=forward, loss=loss,
+              save_models=lambda m, epoch: [])
+    return job, config
 
 
 def training_step(stage: str, device: torch.device, batch: int, size: int, variant: str,
                   compile_backend: str = "inductor") -> TrainingStep:
-    """One optimiser step of a training stage on a fixed random batch.
-
-    stage1: an autoencoder with the reconstruction loss, Adam(1e-4, wd 0.9); stage2: CrossFuse with
-    frozen encoders, Adam(1e-3, wd 0.9) over the fusion net; end_to_end: everything trainable,
-    learnable temperature per block.
-    """
-    from net.config import ModelConfig
-    from net.encoder import AutoEncoder
-    from net.model import CrossFuse
-    from utils.losses import fusion_loss, reconstruction_loss
-
-    if stage == "stage1":
-        model = AutoEncoder().to(device).train()
-        params, lr, inputs = list(model.parameters()), 1e-4, 1
-    elif stage == "stage2":
-        model = CrossFuse(frozen_encoders=True).to(device).train()
-        params, lr, inputs = list(model.fusion.parameters()), 1e-3, 2
-    elif stage == "end_to_end":
-        model = CrossFuse(ModelConfig(temperature="block")).to(device).train()
-        params, lr, inputs = list(model.parameters()), 1e-3, 2
-    else:
-        raise ValueError(f"unknown stage {stage!r}")
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=0.9, fused=True)  # as utils.trainer
+    """One step of a training stage on a fixed random batch, as utils.trainer.train takes it: its
+    optimiser (make_optimizer), forward under autocast for amp, the loss in fp32, the skip flag."""
+    job, config = stage_job(stage)
+    model = job.model.to(device)
+    optimizer = make_optimizer(model, config)
     runner = maybe_compile(model, variant, compile_backend)
-    host = host_batch((batch, 1, size, size), inputs, device)
+    runtime = Runtime(device)
+    good = torch.ones((), device=device)  # stays 1: the random batches give finite losses
+    host = host_batch((batch, 1, size, size), 1 if stage == "stage1" else 2, device)
 
-    def forward_backward(net: torch.nn.Module = runner) -> None:
-        xs = to_device(host, device)
-        with autocast(device, variant == "amp"):
-            out = net(*xs)
-            loss = reconstruction_loss(out, xs[0]) if stage == "stage1" else fusion_loss(out, *xs)
-        loss["total"].backward()
+    def step(net: torch.nn.Module = runner) -> None:
+        train_step(job, net, optimizer, tuple(to_device(host, device)), variant == "amp", runtime, good)
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        forward_backward()
-        optimizer.step()
-
-    return TrainingStep(step, lambda: forward_backward(model), optimizer)
+    return TrainingStep(step, lambda: step(model), optimizer)
 
 
 def measure_training(settings: Settings, stage: str, variant: str, compile_backend: str = "inductor") -> dict:
@@ -246,11 +269,11 @@ def measure_training(settings: Settings, stage: str, variant: str, compile_backe
     size = 64 if settings.quick else 256
     run = training_step(stage, device, batch, size, variant, compile_backend)
     rss_before = current_rss()
-    flops = count_flops(run.forward_backward)  # also the warm-up
+    flops = count_flops(run.eager_step)  # also the warm-up
     run.step()
     times = timed(run.step, settings.repeats, device)
     return {"variant": variant, "stage": stage, "batch": batch, "size": size,
-            **summary(times, flops), **peak_memory(device), "rss_before_bytes": rss_before,
+            **summary(times, flops), **peak_row(device), "rss_before_bytes": rss_before,
             **ceiling_beside(settings, device)}
 
 
@@ -299,14 +322,14 @@ def measure_load(settings: Settings) -> dict[str, Any]:
 # ---------------------------------------------------------------- 5. data pipeline
 
 
-def measure_data(settings: Settings, root: Path = ROADSCENE) -> dict[str, Any]:
+def measure_data(settings: Settings, root: Path) -> dict[str, Any]:
     """Training pairs per second: JPEG decode + luma + resize to 256 with 0/1/2 workers, and the cache."""
     from utils.cache import CachedPairDataset, build_cache
     from utils.datasets import ImageTransform, PairDataset, make_loader
     from utils.pairs import find_pairs
 
     if not (root / "ir").is_dir() or not (root / "vi").is_dir():
-        return {"skipped": f"no RoadScene pairs at {root} (needs its ir/ and vi/ folders)"}
+        return {"skipped": f"no RoadScene pairs at {root} (needs its ir/ and vi/ folders; point --data at them)"}
     setup(settings)
     pairs = find_pairs(root / "ir", root / "vi").pairs
     if settings.quick:
@@ -347,8 +370,10 @@ def default_variants(device: torch.device) -> list[str]:
     return list(VARIANTS) if device.type == "cuda" else ["fp32"]
 
 
-def run(settings: Settings, sections: list[str], variants: list[str], log: Callable[[str], None] = print) -> dict:
-    """Every requested measurement, each in its own process; returns the JSON-ready results."""
+def run(settings: Settings, sections: list[str], variants: list[str], data: Path = ROADSCENE,
+        log: Callable[[str], None] = print) -> dict:
+    """Every requested measurement, each in its own process (`data`: the RoadScene folder); returns the
+    JSON-ready results."""
     device = torch.device(settings.device)
     results: dict[str, Any] = {"meta": {**asdict(settings), "torch": torch.__version__, "sections": sections,
                                         "variants": variants, "device_name": device_name(device)}}
@@ -372,7 +397,7 @@ def run(settings: Settings, sections: list[str], variants: list[str], log: Calla
         results["load"] = in_fresh_process(measure_load, settings)
     if "data" in sections:
         log("data pipeline ...")
-        results["data"] = in_fresh_process(measure_data, settings)
+        results["data"] = in_fresh_process(measure_data, settings, data)
     add_fractions(results)
     return results
 
@@ -405,10 +430,13 @@ def table(results: dict) -> str:
     def pct(row: dict) -> str:
         return "-" if row.get("fraction_of_ceiling") is None else f"{100 * row['fraction_of_ceiling']:.0f}%"
 
-    def mib(row: dict) -> str:
+    def mib(row: dict) -> list[str]:
         """Peak, and its growth over the process before the first run (libraries, weights, inputs)."""
         growth = (row["peak_mem_bytes"] - row["rss_before_bytes"]) / 2**20 if row["mem_kind"] == "rss" else None
-        return f"{row['peak_mem_bytes'] / 2**20:>10,.0f}" + (f"{growth:>6,.0f}" if growth is not None else "     -")
+        return [f"{row['peak_mem_bytes'] / 2**20:,.0f}", f"{growth:,.0f}" if growth is not None else "-"]
+
+    def rates(row: dict) -> list[str]:
+        return [f"{row['flops'] / 1e9:.0f}", f"{row['gflops_per_s']:.1f}", pct(row), *mib(row)]
 
     for name, c in results.get("ceiling", {}).items():
         lines.append(f"\nceiling  {name} matmul {c['n']}^2: {c['gflops_per_s']:.1f} GFLOP/s")
@@ -417,17 +445,17 @@ def table(results: dict) -> str:
     if beside:
         lines.append(f"ceil = share of the fp32 matmul rate timed in each measuring process right after it "
                      f"({min(beside):.1f} to {max(beside):.1f} GFLOP/s here: the load varies)")
+    costs = ["GFLOP", "GFLOP/s", "ceil", "peak MiB", "+MiB"]
     if results.get("fusion"):
-        lines.append("\nfusion (1 pair)  variant        size      s     s/MP   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
-        for r in results["fusion"]:
-            size = f"{r['width']}x{r['height']}"
-            lines.append(f"                 {r['variant']:<8}{size:>11}{r['seconds']:>7.2f}{r['seconds_per_mp']:>9.2f}"
-                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
+        lines += ["", format_table(
+            ["fusion (1 pair)", "variant", "size", "s", "s/MP", *costs],
+            [["", r["variant"], f"{r['width']}x{r['height']}", f"{r['seconds']:.2f}", f"{r['seconds_per_mp']:.2f}",
+              *rates(r)] for r in results["fusion"]], "<<" + ">" * 8)]
     if results.get("train"):
-        lines.append("\ntraining step    variant  stage      batch  s/step   GFLOP  GFLOP/s  ceil  peak MiB  +MiB")
-        for r in results["train"]:
-            lines.append(f"                 {r['variant']:<8} {r['stage']:<11}{r['batch']:>4}{r['seconds']:>8.2f}"
-                         f"{r['flops'] / 1e9:>8.0f}{r['gflops_per_s']:>9.1f}{pct(r):>6}{mib(r)}")
+        lines += ["", format_table(
+            ["training step", "variant", "stage", "batch", "s/step", *costs],
+            [["", r["variant"], r["stage"], str(r["batch"]), f"{r['seconds']:.2f}", *rates(r)]
+             for r in results["train"]], "<<<" + ">" * 7)]
     load = results.get("load")
     if load is not None:
         alone = load["alone_seconds"]
@@ -514,6 +542,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)} "
                                       "(default: all on CUDA, fp32 on the CPU)")
+    p.add_argument("--data", type=Path, default=ROADSCENE,
+                   help="RoadScene folder (ir/, vi/) for the data section; skipped when absent (default %(default)s)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default %(default)s)")
     return p.parse_args(argv)
 
@@ -536,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = split_choices(args.sections, SECTIONS, "sections")
     variants = split_choices(args.variants, VARIANTS, "variants") if args.variants else default_variants(device)
     start, load_start = time.perf_counter(), os.getloadavg()
-    results = run(settings, sections, variants, log=lambda text: print(text, file=sys.stderr, flush=True))
+    results = run(settings, sections, variants, args.data, log=lambda text: print(text, file=sys.stderr, flush=True))
     results["meta"]["total_seconds"] = time.perf_counter() - start
     results["meta"]["load_average"] = {"start": load_start, "end": os.getloadavg()}  # other work skews times
     check_finite(results)

@@ -41,8 +41,9 @@ from utils.errors import CrossFuseError, run_main
 from utils.images import read_gray, write_gray
 from utils.inference import fuse_gray, read_pair
 from utils.metric_profiles import SUITE, Profile, higher_is_better
-from utils.pairs import Pair, discover_pairs, find_pairs
+from utils.pairs import Pair, find_pairs
 from utils.run_layout import END_TO_END, LAYOUTS, STAGE1, TWO_STAGE, WARM_START, LossLog
+from utils.tables import format_table
 
 REFERENCE = "reference"
 KNOWN_ORDER = (TWO_STAGE, END_TO_END, WARM_START)
@@ -218,7 +219,7 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
         if test is None:
             raise CrossFuseError("no test set configured: pass --test DIR (a folder with ir/ and vi/ subfolders, "
                                  "e.g. TNO) or --test-ir DIR --test-vi DIR")
-        scan, source = discover_pairs(test), str(test)
+        scan, source = find_pairs(test), str(test)
     for path in scan.unpaired:
         print(f"warning: no partner for {path}", file=sys.stderr)
     if not scan.pairs:
@@ -643,11 +644,6 @@ def cost_rows(costs: dict[str, list[dict]]) -> list[list[str]]:
     return rows
 
 
-def aligned(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
 def markdown(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
@@ -840,14 +836,16 @@ def compare(args: argparse.Namespace) -> dict:
 
 
 def summary(report: dict, out: Path) -> str:
+    quality, comparison = quality_rows(report), comparison_rows(report)
     lines = [f"test set {report['test']['source']} ({report['test']['pairs']} pairs); approaches: "
              + ", ".join(f"{a} x {len(r)} runs" for a, r in report["runs"].items()), "",
-             aligned(quality_rows(report)), "",
+             format_table(quality[0], quality[1:]), "",
              f"against {report['baseline']}: hierarchical bootstrap {round(100 * (1 - report['alpha']))}% CI, "
-             "Wilcoxon signed-rank, Holm across metrics", aligned(comparison_rows(report))]
+             "Wilcoxon signed-rank, Holm across metrics", format_table(comparison[0], comparison[1:])]
     lines += [reach_sentence(k, rows) for k, rows in report["compute_to_reach"].items()]
     if report["training_cost"]:
-        lines += ["", "training cost:", aligned(cost_rows(report["training_cost"]))]
+        cost = cost_rows(report["training_cost"])
+        lines += ["", "training cost:", format_table(cost[0], cost[1:])]
     lines += [f"note: {w}" for w in report["warnings"]]
     differ = report["training_differences"]
     lines += ["NOT TRAINED ALIKE: " + "; ".join(f"{k} " + ", ".join(f"{a}={v[a]!r}" for a in v)

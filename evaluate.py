@@ -36,6 +36,7 @@ from utils.guards import image_flags, reference_fusions
 from utils.images import is_image_file, read_gray
 from utils.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
 from utils.pairs import Pair, find_pairs
+from utils.tables import format_table
 
 RESERVED = ("profile", "missing", "reference_rules")
 """Top-level JSON keys, so not usable as method names."""
@@ -164,19 +165,15 @@ def _metric_names(results: dict[str, dict]) -> list[str]:
     return list(next(iter(results.values()))["mean"]) if results else []
 
 
-def format_table(results: dict[str, dict]) -> str:
+def results_table(results: dict[str, dict]) -> str:
     """One row of per-metric means per method, with a '±std' row under it; columns right-aligned."""
     metrics = _metric_names(results)
-    rows = [["method", "n", *metrics]]
+    rows = []
     for method, r in results.items():
         rows.append([method, str(len(r["per_image"])), *(_number(r["mean"][m]) for m in metrics)])
         rows.append(["", "", *("±" + _number(r["std"][m]) for m in metrics)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, len(row))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    header = ["method", "n", *metrics]
+    return format_table(header, rows, "<" + ">" * (len(header) - 1))
 
 
 def caption(profile: Profile) -> str:
@@ -325,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     rules = evaluate_rules(scan.pairs, metrics, profile)
     table = results | {f"rule: {rule}": r for rule, r in rules.items()}
     print(f"metric profile: {profile.name} ({profile.source})")
-    print(format_table(table))
+    print(results_table(table))
     print(format_flags(results))
     if args.json:
         document = to_json(results, profile, missing, rules)

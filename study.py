@@ -185,8 +185,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-class Progress:
-    """Runs done / total and the time left, from the seconds per epoch the finished runs took."""
+class RunCountdown:
+    """Runs done / total and the time left, from the seconds per epoch the finished runs took.
+
+    Counts whole runs of the study; the trainer's Progress is the position inside one run.
+    """
 
     def __init__(self, runs: list[Run]):
         self.total, self.done = len(runs), sum(r.done() for r in runs)
@@ -219,8 +222,8 @@ def launch(run: Run, nproc: int, gpu: str | None, log: Path | None) -> subproces
 
 def train_all(runs: list[Run], nproc: int, gpus: list[str]) -> None:
     """Train every unfinished run, in order, or concurrently on --gpus (a run starts once its stage 1 is done)."""
-    progress = Progress(runs)
-    print(progress.line(), flush=True)
+    countdown = RunCountdown(runs)
+    print(countdown.line(), flush=True)
     pending = [r for r in runs if not r.done()]
     slots: list[str | None] = list(gpus) or [None]
     active: dict[str, tuple[Run, subprocess.Popen, float]] = {}
@@ -247,8 +250,8 @@ def train_all(runs: list[Run], nproc: int, gpus: list[str]) -> None:
                     where = f"; see {run.folder / 'train.log'}" if gpus else ""
                     raise CrossFuseError(f"{run.name} failed with exit code {code}{where}; rerun the same study "
                                          "command to resume it")
-                progress.finished(run, time.perf_counter() - started)
-                print(progress.line(), flush=True)
+                countdown.finished(run, time.perf_counter() - started)
+                print(countdown.line(), flush=True)
     finally:
         for _, proc, _ in active.values():
             proc.terminate()
@@ -257,7 +260,7 @@ def train_all(runs: list[Run], nproc: int, gpus: list[str]) -> None:
 
 def train_locked(runs: list[Run], nproc: int) -> None:
     """--only: train the chosen run (and its stage 1) under per-folder locks, so array tasks never collide."""
-    progress = Progress(runs)
+    countdown = RunCountdown(runs)
     for run in runs:
         with run_lock(run):
             if run.done():
@@ -268,8 +271,8 @@ def train_locked(runs: list[Run], nproc: int) -> None:
             code = launch(run, nproc, None, None).wait()
             if code != 0 or not run.done():
                 raise CrossFuseError(f"{run.name} failed with exit code {code}; rerun the same command to resume")
-            progress.finished(run, time.perf_counter() - started)
-            print(progress.line(), flush=True)
+            countdown.finished(run, time.perf_counter() - started)
+            print(countdown.line(), flush=True)
 
 
 # ------------------------------------------------------------------------------------------- slurm

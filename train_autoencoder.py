@@ -26,6 +26,7 @@ from utils.trainer import (
     make_dataset,
     model_config,
     preview_batch,
+    reconstruction_forward,
     reconstruction_loss_fn,
     settings,
     start_runtime,
@@ -44,7 +45,7 @@ def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | 
         return [save_model(path, m, "autoencoder", epoch=epoch, modality=modality)]
 
     return Job(name=f"autoencoder_{modality}", title=f"Stage 1 {modality.upper()}", out_dir=out_dir,
-               model=model, dataset=dataset, forward=lambda m, batch: m(batch[0]),
+               model=model, dataset=dataset, forward=reconstruction_forward,
                loss=reconstruction_loss_fn(config), save_models=save, preview=preview_batch(dataset, config))
 
 

@@ -52,7 +52,7 @@ def stage1_encoders(config: dict[str, Any]) -> tuple[Encoder, Encoder, list[Path
     if config["reference"]:
         ir, vi, _ = find_reference(config["reference"])
     else:
-        folder = Path(config["out_root"]) / "autoencoder"
+        folder = run_layout.run_dir(config["out_root"], run_layout.STAGE1)
         ir = Path(config["ir_encoder"]) if config["ir_encoder"] else latest_autoencoder(folder, "ir")
         vi = Path(config["vi_encoder"]) if config["vi_encoder"] else latest_autoencoder(folder, "vi")
     swap = config["allow_other_modality"]
@@ -79,11 +79,11 @@ def fusion_job(config: dict[str, Any], model: CrossFuse, runtime_device: torch.d
 
     def save(m: nn.Module, epoch: int) -> list[Path]:
         path = run_layout.fusion_file(out_dir, run_layout.TWO_STAGE, epoch)
-        return [save_model(path, m, "crossfuse", epoch=epoch, approach="two-stage",
+        return [save_model(path, m, "crossfuse", epoch=epoch, approach=run_layout.TWO_STAGE,
                            encoders=[str(s) for s in sources])]
 
-    return Job(name="trans", title="Stage 2", out_dir=out_dir, model=model, dataset=dataset,
-               forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save,
+    return Job(name=run_layout.LAYOUTS[run_layout.TWO_STAGE].job, title="Stage 2", out_dir=out_dir, model=model,
+               dataset=dataset, forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save,
                temperature=mean_temperature, test=fuse_test_set(config, out_dir, runtime_device),
                preview=preview_batch(dataset, config))
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from net.config import ModelConfig
-from net.encoder import AutoEncoder, Encoder
+from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
 from net.reference import from_reference
 from utils.atomic import atomic_save
@@ -119,15 +119,6 @@ def load_encoder(path: str | Path, modality: str, allow_other_modality: bool = F
         raise CrossFuseError(f"{ckpt.path}: a {ckpt.kind} checkpoint holds no encoder")
     state = {k[len(prefix):]: v for k, v in ckpt.state.items() if k.startswith(prefix)}
     return _load(Encoder(ckpt.config), state, ckpt.path)
-
-
-def load_autoencoder(path: str | Path) -> AutoEncoder:
-    ckpt = read_checkpoint(path)
-    if ckpt.kind == "reference-autoencoder":
-        return from_reference(ckpt.state, "autoencoder", ckpt.path)
-    if ckpt.kind != "autoencoder":
-        raise CrossFuseError(f"{ckpt.path}: expected an autoencoder checkpoint, found {ckpt.kind}")
-    return _load(AutoEncoder(ckpt.config), ckpt.state, ckpt.path)
 
 
 def _check_compatible(encoder: Encoder, fusion: FusionNet, source: Path) -> None:

@@ -29,7 +29,7 @@ from utils.config import FREE_TEXT, RULES, defaults
 from utils.datasets import ImageTransform, PairDataset, make_loader
 from utils.errors import CrossFuseError
 from utils.inference import fuse_gray
-from utils.pairs import discover_pairs
+from utils.pairs import find_pairs
 from utils.trainer import settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def test_duplicate_ir_stems_are_refused_like_duplicate_vis_stems(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         image.save(tmp_path / name)
     with pytest.raises(CrossFuseError, match="a.png: same name as .*a.jpg"):
-        discover_pairs(tmp_path)
+        find_pairs(tmp_path)
 
 
 # 5 --------------------------------------------------------------------- everything written atomically
@@ -257,7 +257,7 @@ def test_worker_error_with_on_error_raise_is_one_line(data, tmp_path):
     shutil.copytree(data / "train", bad)
     full = (bad / "ir" / "001.png").read_bytes()
     (bad / "ir" / "001.png").write_bytes(full[: len(full) // 2])  # header fine, pixels cut
-    pairs = discover_pairs(bad).pairs
+    pairs = find_pairs(bad).pairs
     loader = make_loader(PairDataset(pairs, ImageTransform(32), 0, "raise"), 2, True, 1, 0, 0)
     with pytest.raises(CrossFuseError) as raised:
         list(loader)

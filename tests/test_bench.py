@@ -81,7 +81,11 @@ def test_bad_options_are_one_line_errors():
 
 
 def test_cpu_flash_attention_flops_are_counted():
-    """SDPA on the CPU dispatches to kernels torch's counter does not know; bench registers them."""
+    """SDPA on the CPU dispatches to kernels torch's counter does not know; bench's counter knows them,
+    without registering them in torch's global registry (importing bench changes nothing else)."""
+    from torch.utils.flop_counter import flop_registry
+
+    assert torch.ops.aten._scaled_dot_product_flash_attention_for_cpu not in flop_registry
     q, k, v = (torch.rand(2, 4, 16, 8, requires_grad=True) for _ in range(3))
     forward = bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
     assert forward == 2 * (2 * 2 * 4 * 16 * 16 * 8)

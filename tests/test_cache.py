@@ -12,7 +12,7 @@ from PIL import Image
 from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
 from utils.datasets import ImageDataset, ImageTransform, PairDataset, make_loader
 from utils.errors import CrossFuseError
-from utils.pairs import Pair, discover_pairs
+from utils.pairs import Pair, find_pairs
 
 
 def assert_same_batches(decoded, cached, seed: int, epochs: int = 2) -> None:
@@ -26,7 +26,7 @@ def assert_same_batches(decoded, cached, seed: int, epochs: int = 2) -> None:
 
 
 def test_cached_pairs_are_bit_identical_to_decoding(shared_data, tmp_path):
-    pairs = discover_pairs(shared_data / "roadscene").pairs[:10]
+    pairs = find_pairs(shared_data / "roadscene").pairs[:10]
     transform = ImageTransform(size=64, hflip=True, vflip=True)
     cache = build_cache(pairs, 64, tmp_path)
     cached = CachedPairDataset(cache, transform, seed=5)
@@ -35,7 +35,7 @@ def test_cached_pairs_are_bit_identical_to_decoding(shared_data, tmp_path):
 
 
 def test_cached_images_are_bit_identical_to_decoding(shared_data, tmp_path):
-    files = [pair.vi for pair in discover_pairs(shared_data / "tno").pairs[:8]]
+    files = [pair.vi for pair in find_pairs(shared_data / "tno").pairs[:8]]
     transform = ImageTransform(size=48, hflip=True)
     cache = build_cache(files, 48, tmp_path, workers=2)
     assert np.load(cache).shape == (8, 1, 48, 48)
@@ -45,7 +45,7 @@ def test_cached_images_are_bit_identical_to_decoding(shared_data, tmp_path):
 def copy_pairs(shared: Path, target: Path, count: int) -> list[Pair]:
     """Copies in tmp_path, so the test may touch and rewrite them."""
     pairs = []
-    for pair in discover_pairs(shared / "tno").pairs[:count]:
+    for pair in find_pairs(shared / "tno").pairs[:count]:
         ir, vi = target / "ir" / pair.ir.name, target / "vi" / pair.vi.name
         for src, dst in ((pair.ir, ir), (pair.vi, vi)):
             dst.parent.mkdir(parents=True, exist_ok=True)

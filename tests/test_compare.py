@@ -18,7 +18,7 @@ from utils import stats
 from utils.images import write_gray
 from utils.inference import read_pair
 from utils.metrics import METRICS
-from utils.pairs import discover_pairs
+from utils.pairs import find_pairs
 
 TINY = ModelConfig(shallow=4, growth=4, deep=8, decoder=8, tile=4, patch=2, heads=2, mlp_ratio=2)
 PLOTS = ("loss_curves.png", "loss_terms.png", "temperature.png", "lr.png", "training_cost.png", "fused_grid.png",
@@ -371,7 +371,7 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
     assert len(list(study_dir.glob("*/seed_*/*/eval/*/scores.json"))) == 6 * (1 + 3)  # final on all + 3 epochs
 
     monkeypatch.setattr(compare, "fuse_gray", lambda *a, **k: pytest.fail("fused again despite the cache"))
-    pairs = discover_pairs(study_dir.parent / "test").pairs
+    pairs = find_pairs(study_dir.parent / "test").pairs
     scorer = compare.Scorer(pairs, [read_pair(p) for p in pairs], metrics, torch.device("cpu"))
     run = compare.load_run("warm-start", "seed_1", study_dir / "warm-start" / "seed_1", None)
     per_image, fused = scorer.scores(run, 3, images=True)

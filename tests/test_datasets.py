@@ -12,7 +12,7 @@ from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, mak
 from utils.demo_data import make_demo_dataset
 from utils.errors import CrossFuseError
 from utils.images import read_gray
-from utils.pairs import Pair, discover_pairs
+from utils.pairs import Pair, find_pairs
 
 
 def ramp(height: int, width: int) -> np.ndarray:
@@ -230,7 +230,7 @@ def test_batch_larger_than_data_is_an_error(tmp_path):
 
 
 def test_real_tno_pairs(shared_data):
-    pairs = discover_pairs(shared_data / "tno").pairs[:4]
+    pairs = find_pairs(shared_data / "tno").pairs[:4]
     dataset = PairDataset(pairs, ImageTransform(size=64, hflip=True), on_error="raise")
     assert dataset.validate() == 0
     ir, vi = next(iter(make_loader(dataset, 4, True, 0, seed=0, epoch=0)))
@@ -242,7 +242,7 @@ def test_real_tno_pairs(shared_data):
 
 def test_demo_dataset(tmp_path):
     root = make_demo_dataset(tmp_path / "demo", n_train=4, n_test=2, size=64, seed=0)
-    train, test = discover_pairs(root / "train"), discover_pairs(root / "test")
+    train, test = find_pairs(root / "train"), find_pairs(root / "test")
     assert [p.name for p in train.pairs] == ["000", "001", "002", "003"] and len(test.pairs) == 2
     ir, vi = read_gray(train.pairs[0].ir), read_gray(train.pairs[0].vi)
     assert ir.shape == vi.shape == (64, 64)

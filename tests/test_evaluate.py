@@ -119,14 +119,14 @@ def test_missing_fused_folder_is_an_error(data):
         evaluate.evaluate_folder(data / "nope", find_pairs(data / "ir", data / "vi").pairs, FEW)
 
 
-def test_format_table_shows_mean_row_and_std_row_per_method():
+def test_results_table_shows_mean_row_and_std_row_per_method():
     results = {
         "mean": {"mean": {"EN": 6.5, "PSNR": math.inf}, "std": {"EN": 0.25, "PSNR": math.nan},
                  "per_image": {"a": {}}},
         "max": {"mean": {"EN": 7.0, "PSNR": 12.0}, "std": {"EN": 0.0, "PSNR": 1.5},
                 "per_image": {"a": {}, "b": {}}},
     }
-    lines = evaluate.format_table(results).splitlines()
+    lines = evaluate.results_table(results).splitlines()
     assert [line.split() for line in lines] == [
         ["method", "n", "EN", "PSNR"],
         ["mean", "1", "6.500", "inf"],

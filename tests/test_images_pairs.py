@@ -15,7 +15,7 @@ from utils.images import (
     write_gray,
     write_ycbcr_as_rgb,
 )
-from utils.pairs import Pair, discover_pairs, find_images, find_pairs, pair_single
+from utils.pairs import Pair, find_images, find_pairs, pair_single
 
 
 def save(path: Path, array: np.ndarray | None = None, mode: str | None = None) -> Path:
@@ -128,13 +128,13 @@ def make_kaist(root: Path) -> Path:
 
 def test_kaist_layout_from_any_level(tmp_path):
     orphan = make_kaist(tmp_path / "KAIST")
-    scan = discover_pairs(tmp_path / "KAIST")
+    scan = find_pairs(tmp_path / "KAIST")
     assert len(scan.pairs) == 6 and scan.unpaired == [orphan]
     assert names(scan)[0] == "set00_V000_I00000"
     first = scan.pairs[0]
     assert first.ir == tmp_path / "KAIST/set00/V000/lwir/I00000.jpg"
     assert first.vi == tmp_path / "KAIST/set00/V000/visible/I00000.jpg"
-    assert names(discover_pairs(tmp_path / "KAIST" / "set00")) == [
+    assert names(find_pairs(tmp_path / "KAIST" / "set00")) == [
         "V000_I00000", "V000_I00001", "V001_I00000", "V001_I00001"
     ]
     assert names(find_pairs(tmp_path / "KAIST", tmp_path / "KAIST")) == names(scan)
@@ -156,7 +156,7 @@ def test_subfolder_aliases(tmp_path, ir_name, vi_name):
     for stem in ("b", "a", "c"):
         save(tmp_path / ir_name / f"{stem}.png")
         save(tmp_path / vi_name / f"{stem}.png")
-    scan = discover_pairs(tmp_path)
+    scan = find_pairs(tmp_path)
     assert names(scan) == ["a", "b", "c"] and scan.unpaired == []
     assert scan.pairs[0] == Pair("a", tmp_path / ir_name / "a.png", tmp_path / vi_name / "a.png")
 
@@ -166,7 +166,7 @@ def test_tno_names_in_one_folder(tmp_path):
         save(tmp_path / ir)
         save(tmp_path / vi)
     extra = save(tmp_path / "IR7.png")
-    scan = discover_pairs(tmp_path)
+    scan = find_pairs(tmp_path)
     assert names(scan) == ["1", "2", "10"] and scan.unpaired == [extra]
     assert scan.pairs[1].ir.name == "IR_2.bmp" and scan.pairs[1].vi.name == "VIS_2.bmp"
 
@@ -198,8 +198,8 @@ def test_folder_errors(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no images")
     assert "no images" in raises_one_line(tmp_path / "empty", find_pairs, tmp_path / "empty", tmp_path / "vi")
     raises_one_line(tmp_path / "empty", find_images, tmp_path / "empty")
-    raises_one_line(tmp_path / "nope", discover_pairs, tmp_path / "nope")
-    raises_one_line(tmp_path / "empty", discover_pairs, tmp_path / "empty")
+    raises_one_line(tmp_path / "nope", find_pairs, tmp_path / "nope")
+    raises_one_line(tmp_path / "empty", find_pairs, tmp_path / "empty")
 
 
 def test_nothing_pairs(tmp_path):
@@ -219,7 +219,7 @@ def test_ambiguous_names_are_an_error(tmp_path):
 
 def test_unrecognised_layout_lists_what_was_tried(tmp_path):
     save(tmp_path / "photos" / "cat.png")
-    message = raises_one_line(tmp_path, discover_pairs, tmp_path)
+    message = raises_one_line(tmp_path, find_pairs, tmp_path)
     assert "KAIST" in message and "IRn/VISn" in message and "ir/vi subfolders" in message
 
 
@@ -242,8 +242,8 @@ def test_pair_single(tmp_path):
 
 
 def test_real_data_sets(shared_data):
-    roadscene = discover_pairs(shared_data / "roadscene")
-    tno = discover_pairs(shared_data / "tno")
+    roadscene = find_pairs(shared_data / "roadscene")
+    tno = find_pairs(shared_data / "tno")
     assert len(roadscene.pairs) == 221 and roadscene.unpaired == []
     assert len(tno.pairs) == 25 and tno.unpaired == []
     assert names(tno)[:3] == ["01", "02", "03"]

@@ -109,9 +109,9 @@ def test_killed_study_resumes_without_retraining_finished_runs(data, tmp_path):
     assert "study: training end-to-end:0 in" in concurrent.stdout and "on GPU 1" in concurrent.stdout
     assert "study: 1/3 runs done" in concurrent.stdout and "study: 3/3 runs done" in concurrent.stdout
     assert "stage-1:0 in" not in concurrent.stdout
-    for arm, job in (("two-stage", "transfuse"), ("end-to-end", "end_to_end")):
+    for arm, folder in (("two-stage", "transfuse"), ("end-to-end", "end_to_end")):
         assert "epoch 1 done" in (s / arm / "seed_0" / "train.log").read_text()
-        assert run_layout.fusion_file(s / arm / "seed_0" / job, arm, 1).is_file()
+        assert run_layout.fusion_file(s / arm / "seed_0" / folder, arm, 1).is_file()
 
 
 def test_slurm_scripts_and_one_array_task_run_locally(data, tmp_path):

@@ -1,5 +1,6 @@
-"""Device choice and mixed precision, shared by training, fusion and benchmarks."""
+"""Device choice, mixed precision and peak memory, shared by training, fusion and benchmarks."""
 import contextlib
+import resource
 
 import torch
 
@@ -24,3 +25,13 @@ def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManag
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes so far: CUDA allocations on a GPU, the process's resident set on the CPU.
+
+    One definition, so the trainer's per-epoch figure and bench.py's rows measure the same thing.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

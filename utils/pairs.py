@@ -144,12 +144,16 @@ def _to_pairs(matched: list[tuple[_Entry, _Entry, str]]) -> list[Pair]:
     return sorted(pairs, key=lambda pair: natural_key(pair.name))
 
 
-def find_pairs(ir: Path, vi: Path) -> PairScan:
-    """Match the images of an IR folder with those of a VIS folder (or one root holding both).
+def find_pairs(ir: Path, vi: Path | None = None) -> PairScan:
+    """The IR/VIS pairs of a data set root (vi omitted), or of an IR folder and a VIS folder.
 
-    With ir == vi, each file's side comes from a modality folder in its path (KAIST lwir/visible)
-    or a name prefix (IR1/VIS1); otherwise relative paths under the two folders must mirror.
+    One function for both, so a data set given either way is matched by the same rules. A root may
+    be in any supported layout (see _LAYOUTS). With two folders, ir == vi means one root holding both:
+    each file's side comes from a modality folder in its path (KAIST lwir/visible) or a name prefix
+    (IR1/VIS1); otherwise relative paths under the two folders must mirror.
     """
+    if vi is None:
+        return _find_in_root(Path(ir))
     ir, vi = Path(ir), Path(vi)
     ir_files = _folder_images(ir, "IR")
     if ir.resolve() == vi.resolve():
@@ -180,9 +184,7 @@ def _alias_subfolder(root: Path, aliases: tuple[str, ...]) -> Path | None:
     return None
 
 
-def discover_pairs(root: Path) -> PairScan:
-    """Find the pairs of a data set root in any supported layout (see _LAYOUTS)."""
-    root = Path(root)
+def _find_in_root(root: Path) -> PairScan:
     files = _folder_images(root, "data set")
     ir_dir, vi_dir = _alias_subfolder(root, IR_ALIASES), _alias_subfolder(root, VI_ALIASES)
     if ir_dir is not None and vi_dir is not None:

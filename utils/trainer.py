@@ -9,7 +9,6 @@ import json
 import math
 import os
 import random
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -32,12 +31,12 @@ from utils.config import check_ranges, format_config, help_text, parse_overrides
 from utils.cores import pick_threads, process_cores
 from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
 from utils.demo_data import make_demo_dataset
-from utils.device import autocast, pick_device
+from utils.device import autocast, peak_memory, pick_device
 from utils.errors import CrossFuseError
 from utils.images import write_gray
 from utils.inference import fuse_pair, read_pair
 from utils.losses import fusion_loss, reconstruction_loss
-from utils.pairs import Pair, discover_pairs, find_images
+from utils.pairs import Pair, find_images, find_pairs
 
 STATE_FORMAT = "crossfuse-train-state/1"
 Batch = tuple[torch.Tensor, ...]
@@ -49,7 +48,7 @@ LossFn = Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
 class Job:
     """Everything that differs between the three training scripts."""
 
-    name: str  # file-name part: "trans", "end_to_end", "autoencoder_ir", ...
+    name: str  # file-name part on disk (run_layout's Layout.job for fusion): "trans", "end_to_end", "autoencoder_ir"
     title: str  # log-line prefix, e.g. "🔄 E2E"
     out_dir: Path
     model: nn.Module
@@ -160,7 +159,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class Progress:
-    """What a training-state checkpoint holds besides the weights."""
+    """Where one run is in its training (epoch, batch) and what it logged so far: what a training-state
+    checkpoint holds besides the weights."""
 
     epoch: int = 0  # 0-based epoch in progress
     batch: int = 0  # batches of it already done
@@ -221,13 +221,6 @@ def write_losses(job: Job, progress: Progress, epoch: int, config: dict[str, Any
     """loss/loss_data_<name>_e<K>.mat: per-step total (`loss_data`, as the reference), terms, lr, temperature."""
     return run_layout.write_losses(run_layout.loss_file(job.out_dir, job.name, epoch), progress.history,
                                    progress.epoch_time, progress.peak_memory, memory_kind, config)
-
-
-def peak_memory(device: torch.device) -> int:
-    """Peak bytes: CUDA allocations on a GPU, the process's resident set on the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def save_preview(job: Job, model: nn.Module, epoch: int, device: torch.device) -> Path | None:
@@ -476,7 +469,7 @@ def _dataset_root(config: dict[str, Any]) -> Path:
 
 def training_pairs(config: dict[str, Any]) -> list[Pair]:
     """The first train_num IR/VIS pairs of the configured dataset; unpaired files are reported."""
-    scan = discover_pairs(_dataset_root(config))
+    scan = find_pairs(_dataset_root(config))
     if scan.unpaired:
         shown = ", ".join(str(p) for p in scan.unpaired[:5])
         print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
@@ -526,7 +519,7 @@ def preview_batch(dataset: Dataset, config: dict[str, Any]) -> Batch:
     if config["preview_images"] == 0:
         return ()
     if config.get("test_dir"):
-        pairs = discover_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
+        pairs = find_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
         transform = ImageTransform(config["image_size"])
         dataset = PairDataset(pairs, transform, config["seed"], "raise")
     items = [dataset[i] for i in range(min(config["preview_images"], len(dataset)))]
@@ -538,7 +531,7 @@ def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -
     """A callback fusing the configured test folder into out_dir/test/epoch_N, or None without one."""
     if not config["test_dir"]:
         return None
-    pairs = discover_pairs(Path(config["test_dir"])).pairs
+    pairs = find_pairs(Path(config["test_dir"])).pairs
     for pair in pairs:  # a bad test pair fails now, not after the first epoch's training
         read_pair(pair)
 
@@ -551,6 +544,11 @@ def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -
 
 def fusion_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch[0], batch[1])
+
+
+def reconstruction_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Stage 1: an autoencoder reconstructs its one input; batch = (image,)."""
+    return model(batch[0])
 
 
 def fusion_loss_fn(config: dict[str, Any]) -> LossFn:
