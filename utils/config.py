@@ -54,8 +54,8 @@ RULES: dict[str, Rule] = {
 
 # Settings free of a range: paths and names, checked where they are used (a missing file is one line there;
 # an unknown preset in with_preset, which knows each args class's presets).
-FREE_TEXT = frozenset({"preset", "dataset", "images", "out_root", "device", "ir_encoder", "vi_encoder", "reference", "test_dir",
-                       "init_from", "init_ir_encoder", "init_vi_encoder", "init_reference"})
+FREE_TEXT = frozenset({"preset", "dataset", "images", "out_root", "device", "ir_encoder", "vi_encoder", "reference",
+                       "test_dir", "init_from", "init_ir_encoder", "init_vi_encoder", "init_reference"})
 
 
 def check_ranges(config: dict[str, Any]) -> dict[str, Any]:
