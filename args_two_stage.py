@@ -54,7 +54,7 @@ class Training:
 class Stage1(Training):
     """train_autoencoder.py: one autoencoder per modality, reconstruction loss."""
 
-    presets = {"fair": FAIR, "cpu": dict(FAIR, **CPU, epochs=4, batch_size=4)}
+    presets = {"fair": FAIR, "cpu": dict(FAIR, **CPU, epochs=3, batch_size=4, lr=5e-4)}
     demo_epochs = 6
     images = ""  # or one folder of single images of the chosen modality, used instead of `dataset`
     modality = "both"  # ir, vi or both (IR first, then VIS)
@@ -76,7 +76,7 @@ class Stage1(Training):
 class Fusion(Training):
     """What stage 2 and end-to-end training share: the fusion loss, the CAM and decoder, test fusions."""
 
-    presets = {"fair": FAIR_FUSION, "cpu": dict(FAIR_FUSION, **CPU, epochs=8)}
+    presets = {"fair": FAIR_FUSION, "cpu": dict(FAIR_FUSION, **CPU, epochs=4)}
     demo_epochs = 40
     w_int = 1.0  # loss = w_int * intensity + w_grad * gradient
     w_grad = 10.0
