@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from net.checkpoint import find_reference, load_crossfuse, read_checkpoint
+from formats.checkpoint import find_reference, load_crossfuse, read_checkpoint
 from net.config import ModelConfig
 from net.encoder import Encoder, pad_small
 from net.model import CrossFuse

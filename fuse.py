@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from net.checkpoint import find_reference, find_trained, load_crossfuse
+from formats.checkpoint import find_reference, find_trained, load_crossfuse
 from net.model import CrossFuse
 from utils.atomic import check_writable
 from utils.device import pick_device

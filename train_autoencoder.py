@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from args_two_stage import Stage1
-from net.checkpoint import save_model
+from formats.checkpoint import save_model
 from net.encoder import AutoEncoder
 from utils import run_layout
 from utils.errors import CrossFuseError, run_main

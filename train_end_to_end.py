@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from args_end_to_end import EndToEnd
-from net.checkpoint import find_reference, load_encoder, save_model
+from formats.checkpoint import find_reference, load_encoder, save_model
 from net.model import CrossFuse, FusionNet
 from utils import run_layout
 from utils.errors import CrossFuseError, run_main

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from args_two_stage import Stage2
-from net.checkpoint import find_reference, latest_epoch_file, load_encoder, save_model
+from formats.checkpoint import find_reference, latest_epoch_file, load_encoder, save_model
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
 from utils import run_layout

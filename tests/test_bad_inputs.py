@@ -20,8 +20,8 @@ from PIL import Image
 import train_end_to_end
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from net.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
-from net.config import ModelConfig
+from formats.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
+from net.config import ConfigError, ModelConfig
 from net.model import CrossFuse
 from tests.tiny import ENCODER, FUSION, train_args
 from utils.atomic import atomic_save
@@ -245,9 +245,11 @@ def test_every_numeric_or_choice_setting_has_a_range():
                 assert key in RULES, f"{args_class.__name__}.{key}: give it a range in utils.config.RULES"
 
 
-def test_model_config_raises_the_suite_error():
-    with pytest.raises(CrossFuseError, match="heads=3"):
+def test_model_config_errors_reach_the_user_as_the_suite_error():
+    with pytest.raises(ConfigError, match="heads=3"):
         ModelConfig(heads=3)
+    with pytest.raises(CrossFuseError, match="^heads=3 does not divide the token width"):
+        settings(EndToEnd, ["--heads=3"], "")
 
 
 # 8 ------------------------------------------------------------------ worker errors stay one line

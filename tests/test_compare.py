@@ -9,11 +9,11 @@ import scipy.io
 import torch
 
 import compare_training_approaches as compare
-from net.checkpoint import load_crossfuse, save_model
+from formats.checkpoint import load_crossfuse, save_model
+from formats.reference import to_reference
 from net.config import ModelConfig
 from net.encoder import AutoEncoder
 from net.model import CrossFuse, FusionNet
-from net.reference import to_reference
 from utils import stats
 from utils.images import write_gray
 from utils.inference import read_pair

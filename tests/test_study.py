@@ -14,7 +14,7 @@ import torch
 import study
 import train_autoencoder
 import train_end_to_end
-from net.checkpoint import read_checkpoint
+from formats.checkpoint import read_checkpoint
 from utils import run_layout
 from utils.demo_data import make_demo_dataset
 

@@ -16,7 +16,7 @@ import train_end_to_end
 import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from net.checkpoint import load_crossfuse, read_checkpoint
+from formats.checkpoint import load_crossfuse, read_checkpoint
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
 from tests.tiny import ENCODER, FUSION

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from net.config import ModelConfig
+from net.config import ConfigError, ModelConfig
 from utils import run_layout
 from utils.atomic import atomic_save, atomic_write, check_writable
 from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
@@ -85,8 +85,11 @@ def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
 
 
 def model_config(config: dict[str, Any], **overrides: Any) -> ModelConfig:
-    """The ModelConfig fields present in a settings dict."""
-    return ModelConfig.from_dict({**config, **overrides})
+    """The ModelConfig fields present in a settings dict; a misfit is the suite's one-line error."""
+    try:
+        return ModelConfig.from_dict({**config, **overrides})
+    except ConfigError as e:
+        raise CrossFuseError(str(e)) from None
 
 
 def lr_at(config: dict[str, Any], epoch: int) -> float:
