@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 from args_two_stage import Stage1
+from formats import run_layout
 from formats.checkpoint import save_model
 from net.encoder import AutoEncoder
-from utils import run_layout
-from utils.errors import CrossFuseError, run_main
-from utils.trainer import (
+from training.trainer import (
     INTERRUPTED,
     Job,
     Runtime,
@@ -33,6 +32,7 @@ from utils.trainer import (
     train,
     training_images,
 )
+from utils.errors import CrossFuseError, run_main
 
 
 def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | None = None) -> Job:

@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from args_end_to_end import EndToEnd
+from formats import run_layout
 from formats.checkpoint import find_reference, load_encoder, save_model
 from net.model import CrossFuse, FusionNet
-from utils import run_layout
-from utils.errors import CrossFuseError, run_main
-from utils.trainer import (
+from training.trainer import (
     INTERRUPTED,
     Job,
     announce,
@@ -39,6 +38,7 @@ from utils.trainer import (
     train,
     training_pairs,
 )
+from utils.errors import CrossFuseError, run_main
 
 COLD, WARM = "end-to-end", "end-to-end, warm start"
 

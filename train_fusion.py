@@ -16,12 +16,11 @@ import torch
 from torch import nn
 
 from args_two_stage import Stage2
+from formats import run_layout
 from formats.checkpoint import find_reference, latest_epoch_file, load_encoder, save_model
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
-from utils import run_layout
-from utils.errors import CrossFuseError, run_main
-from utils.trainer import (
+from training.trainer import (
     INTERRUPTED,
     Job,
     announce,
@@ -37,6 +36,7 @@ from utils.trainer import (
     train,
     training_pairs,
 )
+from utils.errors import CrossFuseError, run_main
 
 
 def latest_autoencoder(folder: Path, modality: str) -> Path:

@@ -8,9 +8,9 @@ from formats.checkpoint import load_crossfuse, save_model
 from net.config import ConfigError, ModelConfig
 from net.layers import box_mean_3x3
 from net.model import CrossFuse, standardise_pair
-from utils.config import defaults
+from training.config import defaults
+from training.trainer import settings
 from utils.errors import CrossFuseError
-from utils.trainer import settings
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)
 

@@ -15,14 +15,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1
+from dataio.datasets import make_loader
 from net.encoder import AutoEncoder
 from net.model import CrossFuse
 from tests.test_model import TINY
-from utils import trainer
+from training import trainer
+from training.trainer import Job, Runtime, settings, step_if, train, train_step
 from utils.cores import free_threads, loader_workers, pick_threads, process_cores
-from utils.datasets import make_loader
 from utils.errors import CrossFuseError
-from utils.trainer import Job, Runtime, settings, step_if, train, train_step
 
 BATCHES = 12
 

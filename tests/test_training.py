@@ -21,9 +21,8 @@ from net.model import CrossFuse
 from tests.reference_models import reference_parts
 from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
-from utils.config import parse_overrides
-from utils.errors import CrossFuseError
-from utils.trainer import (
+from training.config import parse_overrides
+from training.trainer import (
     Job,
     Runtime,
     fusion_forward,
@@ -35,6 +34,7 @@ from utils.trainer import (
     train,
     train_step,
 )
+from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
-from utils import trainer
+from training import trainer
 
 STEPS = 8
 END_TO_END_REL = 3e-3

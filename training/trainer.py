@@ -23,20 +23,20 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
+from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
+from dataio.demo_data import make_demo_dataset
+from dataio.images import write_gray
+from dataio.pairs import Pair, find_images, find_pairs
+from formats import run_layout
+from inference.files import fuse_pair, read_pair
 from net.config import ConfigError, ModelConfig
-from utils import run_layout
+from training.config import check_ranges, format_config, help_text, parse_overrides, presets, save_config, with_preset
+from training.losses import fusion_loss, reconstruction_loss
 from utils.atomic import atomic_save, atomic_write, check_writable
-from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
-from utils.config import check_ranges, format_config, help_text, parse_overrides, presets, save_config, with_preset
 from utils.cores import pick_threads, process_cores
-from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
-from utils.demo_data import make_demo_dataset
 from utils.device import autocast, peak_memory, pick_device
 from utils.errors import CrossFuseError
-from utils.images import write_gray
-from utils.inference import fuse_pair, read_pair
-from utils.losses import fusion_loss, reconstruction_loss
-from utils.pairs import Pair, find_images, find_pairs
 
 STATE_FORMAT = "crossfuse-train-state/1"
 Batch = tuple[torch.Tensor, ...]
