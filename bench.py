@@ -33,20 +33,15 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from training.trainer import (
-    Job,
-    Runtime,
-    fusion_forward,
-    fusion_loss_fn,
-    make_optimizer,
-    model_config,
-    reconstruction_forward,
-    reconstruction_loss_fn,
-    train_step,
-)
+from cli.entry import run_main
+from training.config import model_config
+from training.jobs import fusion_forward, fusion_loss_fn, reconstruction_forward, reconstruction_loss_fn
+from training.optim import make_optimizer
+from training.runtime import Runtime
+from training.trainer import Job, train_step
 from utils.atomic import atomic_write
 from utils.device import autocast, peak_memory, pick_device
-from utils.errors import CrossFuseError, run_main
+from utils.errors import CrossFuseError
 from utils.tables import format_table
 
 ROADSCENE = Path("../shared/data/roadscene")  # --data's default, relative to the working directory

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cli.entry import run_main
 from dataio.images import read_gray, write_gray
 from dataio.pairs import Pair, find_pairs
 from evaluation import guards, metric_profiles, report_plots, stats
@@ -43,7 +44,7 @@ from net.encoder import Encoder, pad_small
 from net.model import CrossFuse
 from utils.atomic import atomic_write, check_writable
 from utils.device import pick_device
-from utils.errors import CrossFuseError, run_main
+from utils.errors import CrossFuseError
 from utils.tables import format_table
 
 REFERENCE = "reference"

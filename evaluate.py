@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cli.entry import run_main
 from dataio.images import is_image_file, read_gray
 from dataio.pairs import Pair, find_pairs
 from evaluation.guards import image_flags, reference_fusions
 from evaluation.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
 from utils.atomic import atomic_write, check_output_file
-from utils.errors import CrossFuseError, run_main
+from utils.errors import CrossFuseError
 from utils.tables import format_table
 
 RESERVED = ("profile", "missing", "reference_rules")

@@ -20,6 +20,7 @@ from PIL import Image
 import train_end_to_end
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
+from cli.entry import settings
 from dataio.datasets import ImageTransform, PairDataset, make_loader
 from dataio.pairs import find_pairs
 from formats.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
@@ -28,7 +29,6 @@ from net.config import ConfigError, ModelConfig
 from net.model import CrossFuse
 from tests.tiny import ENCODER, FUSION, train_args
 from training.config import FREE_TEXT, RULES, defaults
-from training.trainer import settings
 from utils.atomic import atomic_save
 from utils.errors import CrossFuseError
 

@@ -4,12 +4,12 @@ import torch
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
+from cli.entry import settings
 from formats.checkpoint import load_crossfuse, save_model
 from net.config import ConfigError, ModelConfig
 from net.layers import box_mean_3x3
 from net.model import CrossFuse, standardise_pair
 from training.config import defaults
-from training.trainer import settings
 from utils.errors import CrossFuseError
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)

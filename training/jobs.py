@@ -32,6 +32,7 @@ def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -
 
 
 def fusion_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Stage 2 and end-to-end: the model fuses its two inputs; batch = (ir, vi)."""
     return model(batch[0], batch[1])
 
 
