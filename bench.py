@@ -10,7 +10,7 @@ torch.compile variants.
     python bench.py --quick --json o.json  # tiny sizes, one repeat (what the tests run)
     python bench.py --data DIR           # RoadScene for the data section (default ../shared/data/roadscene)
 
-The training rows time the trainer's own step (utils.trainer.train_step with its optimiser, loss
+The training rows time the trainer's own step (training.trainer.train_step with its optimiser, loss
 functions and the settings of the args files), so an AMP row measures the step training runs.
 """
 import argparse
@@ -33,21 +33,16 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from cli.entry import run_main
+from training.config import model_config
+from training.jobs import fusion_forward, fusion_loss_fn, reconstruction_forward, reconstruction_loss_fn
+from training.optim import make_optimizer
+from training.runtime import Runtime
+from training.trainer import Job, train_step
 from utils.atomic import atomic_write
 from utils.device import autocast, peak_memory, pick_device
-from utils.errors import CrossFuseError, run_main
+from utils.errors import CrossFuseError
 from utils.tables import format_table
-from utils.trainer import (
-    Job,
-    Runtime,
-    fusion_forward,
-    fusion_loss_fn,
-    make_optimizer,
-    model_config,
-    reconstruction_forward,
-    reconstruction_loss_fn,
-    train_step,
-)
 
 ROADSCENE = Path("../shared/data/roadscene")  # --data's default, relative to the working directory
 SECTIONS = ("ceiling", "fusion", "train", "load", "data")
@@ -224,7 +219,7 @@ def stage_job(stage: str) -> tuple[Job, dict[str, Any]]:
     from args_two_stage import Stage1, Stage2
     from net.encoder import AutoEncoder
     from net.model import CrossFuse
-    from utils.config import defaults
+    from training.config import defaults
 
     if stage == "stage1":
         config = defaults(Stage1)
@@ -247,7 +242,7 @@ def stage_job(stage: str) -> tuple[Job, dict[str, Any]]:
 
 def training_step(stage: str, device: torch.device, batch: int, size: int, variant: str,
                   compile_backend: str = "inductor") -> TrainingStep:
-    """One step of a training stage on a fixed random batch, as utils.trainer.train takes it: its
+    """One step of a training stage on a fixed random batch, as training.trainer.train takes it: its
     optimiser (make_optimizer), forward under autocast for amp, the loss in fp32, the skip flag."""
     job, config = stage_job(stage)
     model = job.model.to(device)
@@ -324,9 +319,9 @@ def measure_load(settings: Settings) -> dict[str, Any]:
 
 def measure_data(settings: Settings, root: Path) -> dict[str, Any]:
     """Training pairs per second: JPEG decode + luma + resize to 256 with 0/1/2 workers, and the cache."""
-    from utils.cache import CachedPairDataset, build_cache
-    from utils.datasets import ImageTransform, PairDataset, make_loader
-    from utils.pairs import find_pairs
+    from dataio.cache import CachedPairDataset, build_cache
+    from dataio.datasets import ImageTransform, PairDataset, make_loader
+    from dataio.pairs import find_pairs
 
     if not (root / "ir").is_dir() or not (root / "vi").is_dir():
         return {"skipped": f"no RoadScene pairs at {root} (needs its ir/ and vi/ folders; point --data at them)"}

@@ -30,19 +30,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from net.checkpoint import find_reference, load_crossfuse, read_checkpoint
+from cli.entry import run_main
+from dataio.images import read_gray, write_gray
+from dataio.pairs import Pair, find_pairs
+from evaluation import guards, metric_profiles, report_plots, stats
+from evaluation.metric_profiles import SUITE, Profile, higher_is_better
+from formats import run_layout
+from formats.checkpoint import find_reference, load_crossfuse, read_checkpoint
+from formats.run_layout import END_TO_END, LAYOUTS, STAGE1, TWO_STAGE, WARM_START, LossLog
+from inference.files import fuse_gray, read_pair
 from net.config import ModelConfig
 from net.encoder import Encoder, pad_small
 from net.model import CrossFuse
-from utils import guards, metric_profiles, report_plots, run_layout, stats
 from utils.atomic import atomic_write, check_writable
 from utils.device import pick_device
-from utils.errors import CrossFuseError, run_main
-from utils.images import read_gray, write_gray
-from utils.inference import fuse_gray, read_pair
-from utils.metric_profiles import SUITE, Profile, higher_is_better
-from utils.pairs import Pair, find_pairs
-from utils.run_layout import END_TO_END, LAYOUTS, STAGE1, TWO_STAGE, WARM_START, LossLog
+from utils.errors import CrossFuseError
 from utils.tables import format_table
 
 REFERENCE = "reference"
@@ -605,12 +607,12 @@ def flagged_section(report: dict) -> list[str]:
     """The guards' findings: which fused images metrics misjudge, with thumbnails, and what that does to verdicts."""
     flagged = [(a, name, what) for a, by_name in report["flags"].items() for name, what in by_name.items()]
     if not flagged:
-        return ["Guards (utils/guards.py: collapsed contrast, periodic pattern at the token period, tile seams, "
+        return ["Guards (evaluation/guards.py: collapsed contrast, periodic pattern at the token period, tile seams, "
                 "output independent of the input): no fused image flagged.", ""]
     driven = [f"{a} {m}" for a, by_metric in report["comparison"].items() for m, r in by_metric.items()
               if r.get("flag_driven")]
     lines = ["## Flagged images", "",
-             f"> **Warning:** {len(flagged)} fused image(s) are flagged by the guards (utils/guards.py). Metrics "
+             f"> **Warning:** {len(flagged)} fused image(s) are flagged by the guards (evaluation/guards.py). Metrics "
              "reward grids and noise and punish flat images, so their scores say little; look at them."
              + (f" Verdicts that only hold with them are withheld: {', '.join(driven)}." if driven else ""), "",
              markdown([["approach", "image", "flags"], *([a, n, "<br>".join(w)] for a, n, w in flagged)]), ""]

@@ -4,18 +4,18 @@
     python evaluate.py --fused mean=DIR1 --fused max=DIR2 --ir DIR --vi DIR [--profile vifb]
     python evaluate.py ... --latex table.tex --table-csv table.csv
 
-Pairs are matched by utils.pairs.find_pairs; the fused image of a pair is the file in the fused
+Pairs are matched by dataio.pairs.find_pairs; the fused image of a pair is the file in the fused
 folder whose stem is the pair name, or else the IR or VIS file's own stem (any image extension).
 Pairs without a fused image, unreadable or mis-sized images and unmatched files are listed on
 stderr rather than skipped silently. Missing pairs (a fused image, IR or VIS file without its
 counterparts) are also recorded under "missing" in the JSON and make the exit code 2 once the
 results are written, unless --allow-missing. The table shows per-metric mean and (population)
-standard deviation, one row per method, under the metric profile's name (utils/metric_profiles.py).
+standard deviation, one row per method, under the metric profile's name (evaluation/metric_profiles.py).
 Every output is checked to be writable before scoring and written atomically.
 
 Metrics reward noise and grids and punish flat images, so the table always ends with the pixel-mean
 and pixel-max fusion rules computed on the same pairs (the rows a model must beat), and every fused
-image is checked by utils/guards.py (collapsed contrast, a periodic pattern at the CAM's token period,
+image is checked by evaluation/guards.py (collapsed contrast, a periodic pattern at the CAM's token period,
 tile seams); flagged images are listed under the table and in the JSON ("flags").
 """
 import argparse
@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cli.entry import run_main
+from dataio.images import is_image_file, read_gray
+from dataio.pairs import Pair, find_pairs
+from evaluation.guards import image_flags, reference_fusions
+from evaluation.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
 from utils.atomic import atomic_write, check_output_file
-from utils.errors import CrossFuseError, run_main
-from utils.guards import image_flags, reference_fusions
-from utils.images import is_image_file, read_gray
-from utils.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
-from utils.pairs import Pair, find_pairs
+from utils.errors import CrossFuseError
 from utils.tables import format_table
 
 RESERVED = ("profile", "missing", "reference_rules")

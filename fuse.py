@@ -15,14 +15,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from net.checkpoint import find_reference, find_trained, load_crossfuse
+from cli.entry import run_main
+from dataio.images import WRITE_FORMATS
+from dataio.pairs import Pair, find_pairs, pair_single
+from formats.checkpoint import find_reference, find_trained, load_crossfuse
+from inference.files import fuse_pair
 from net.model import CrossFuse
 from utils.atomic import check_writable
 from utils.device import pick_device
-from utils.errors import CrossFuseError, run_main
-from utils.images import WRITE_FORMATS
-from utils.inference import fuse_pair
-from utils.pairs import Pair, find_pairs, pair_single
+from utils.errors import CrossFuseError
 
 
 def load_model(args: argparse.Namespace) -> CrossFuse:

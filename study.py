@@ -34,14 +34,14 @@ import torch
 import compare_training_approaches
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from utils import run_layout
+from cli.entry import DEMO, run_main
+from dataio.demo_data import make_demo_dataset
+from evaluation.metric_profiles import get_profile
+from formats import run_layout
+from formats.run_layout import END_TO_END, STAGE1, TWO_STAGE, WARM_START
+from training.config import defaults, parse_overrides, with_preset
 from utils.atomic import atomic_write, check_writable
-from utils.config import defaults, parse_overrides, with_preset
-from utils.demo_data import make_demo_dataset
-from utils.errors import CrossFuseError, run_main
-from utils.metric_profiles import get_profile
-from utils.run_layout import END_TO_END, STAGE1, TWO_STAGE, WARM_START
-from utils.trainer import DEMO
+from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parent
 ARMS = (TWO_STAGE, END_TO_END, WARM_START)

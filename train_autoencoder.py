@@ -14,25 +14,16 @@ import torch
 from torch import nn
 
 from args_two_stage import Stage1
-from net.checkpoint import save_model
+from cli.entry import INTERRUPTED, run_main, settings
+from dataio.training_data import make_dataset, preview_batch, training_images
+from formats import run_layout
+from formats.checkpoint import save_model
 from net.encoder import AutoEncoder
-from utils import run_layout
-from utils.errors import CrossFuseError, run_main
-from utils.trainer import (
-    INTERRUPTED,
-    Job,
-    Runtime,
-    announce,
-    make_dataset,
-    model_config,
-    preview_batch,
-    reconstruction_forward,
-    reconstruction_loss_fn,
-    settings,
-    start_runtime,
-    train,
-    training_images,
-)
+from training.config import model_config
+from training.jobs import reconstruction_forward, reconstruction_loss_fn
+from training.runtime import Runtime, announce, start_runtime
+from training.trainer import Job, train
+from utils.errors import CrossFuseError
 
 
 def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | None = None) -> Job:

@@ -16,29 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from args_end_to_end import EndToEnd
-from net.checkpoint import find_reference, load_encoder, save_model
+from cli.entry import INTERRUPTED, run_main, settings
+from formats import run_layout
+from formats.checkpoint import find_reference, load_encoder
 from net.model import CrossFuse, FusionNet
-from utils import run_layout
-from utils.errors import CrossFuseError, run_main
-from utils.trainer import (
-    INTERRUPTED,
-    Job,
-    announce,
-    fuse_test_set,
-    fusion_forward,
-    fusion_loss_fn,
-    make_dataset,
-    mean_temperature,
-    model_config,
-    preview_batch,
-    settings,
-    start_runtime,
-    train,
-    training_pairs,
-)
+from training.config import model_config
+from training.jobs import fusion_job
+from training.runtime import announce, start_runtime
+from training.trainer import Job, train
+from utils.errors import CrossFuseError
 
 COLD, WARM = "end-to-end", "end-to-end, warm start"
 
@@ -75,25 +63,13 @@ def build_model(config: dict[str, Any], sources: list[Path]) -> CrossFuse:
 
 def end_to_end_job(config: dict[str, Any], model: CrossFuse, device: torch.device,
                    sources: list[Path] | None = None) -> Job:
-    approach = run_layout.WARM_START if sources else run_layout.END_TO_END
-    out_dir = run_layout.run_dir(config["out_root"], approach)
-    dataset = make_dataset(training_pairs(config), config)
+    """Every part trains; a warm start writes its own folder and its files record where the encoders came from."""
     meta = {"approach": WARM if sources else COLD}
     if sources:
         meta["encoders_from"] = [str(s) for s in sources]
-
-    def save(m: nn.Module, epoch: int) -> list[Path]:
-        files = [save_model(run_layout.fusion_file(out_dir, approach, epoch), m, "crossfuse", epoch=epoch, **meta)]
-        for modality in run_layout.MODALITIES:
-            encoder = getattr(m, f"{modality}_encoder")
-            files.append(save_model(run_layout.encoder_file(out_dir, modality, epoch), encoder, "encoder",
-                                    config=m.cfg, epoch=epoch, modality=modality, **meta))
-        return files
-
-    return Job(name=run_layout.LAYOUTS[approach].job, title="🔄 E2E" + (" (warm start)" if sources else ""),
-               out_dir=out_dir, model=model, dataset=dataset, forward=fusion_forward, loss=fusion_loss_fn(config),
-               save_models=save, temperature=mean_temperature, test=fuse_test_set(config, out_dir, device),
-               preview=preview_batch(dataset, config))
+    approach = run_layout.WARM_START if sources else run_layout.END_TO_END
+    title = "🔄 E2E" + (" (warm start)" if sources else "")
+    return fusion_job(config, model, device, approach, title, meta, save_encoders=True)
 
 
 def main(argv: list[str]) -> None:

@@ -13,30 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from args_two_stage import Stage2
-from net.checkpoint import find_reference, latest_epoch_file, load_encoder, save_model
+from cli.entry import INTERRUPTED, run_main, settings
+from formats import run_layout
+from formats.checkpoint import find_reference, latest_epoch_file, load_encoder
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
-from utils import run_layout
-from utils.errors import CrossFuseError, run_main
-from utils.trainer import (
-    INTERRUPTED,
-    Job,
-    announce,
-    fuse_test_set,
-    fusion_forward,
-    fusion_loss_fn,
-    make_dataset,
-    mean_temperature,
-    model_config,
-    preview_batch,
-    settings,
-    start_runtime,
-    train,
-    training_pairs,
-)
+from training.config import model_config
+from training.jobs import fusion_job
+from training.runtime import announce, start_runtime
+from training.trainer import train
+from utils.errors import CrossFuseError
 
 
 def latest_autoencoder(folder: Path, modality: str) -> Path:
@@ -73,21 +61,6 @@ def fusion_model(config: dict[str, Any], ir: Encoder, vi: Encoder, sources: tupl
     return CrossFuse.from_parts(ir, vi, FusionNet(cfg), frozen_encoders=True)
 
 
-def fusion_job(config: dict[str, Any], model: CrossFuse, runtime_device: torch.device, sources: list[Path]) -> Job:
-    out_dir = run_layout.run_dir(config["out_root"], run_layout.TWO_STAGE)
-    dataset = make_dataset(training_pairs(config), config)
-
-    def save(m: nn.Module, epoch: int) -> list[Path]:
-        path = run_layout.fusion_file(out_dir, run_layout.TWO_STAGE, epoch)
-        return [save_model(path, m, "crossfuse", epoch=epoch, approach=run_layout.TWO_STAGE,
-                           encoders=[str(s) for s in sources])]
-
-    return Job(name=run_layout.LAYOUTS[run_layout.TWO_STAGE].job, title="Stage 2", out_dir=out_dir, model=model,
-               dataset=dataset, forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save,
-               temperature=mean_temperature, test=fuse_test_set(config, out_dir, runtime_device),
-               preview=preview_batch(dataset, config))
-
-
 def main(argv: list[str]) -> None:
     config = settings(Stage2, argv, __doc__)
     runtime = start_runtime(config)
@@ -95,7 +68,9 @@ def main(argv: list[str]) -> None:
     ir, vi, sources = stage1_encoders(config)
     torch.manual_seed(config["seed"])
     model = fusion_model(config, ir, vi, tuple(sources))
-    train(fusion_job(config, model, runtime.device, sources), config, runtime)
+    meta = {"approach": run_layout.TWO_STAGE, "encoders": [str(s) for s in sources]}
+    job = fusion_job(config, model, runtime.device, run_layout.TWO_STAGE, "Stage 2", meta, save_encoders=False)
+    train(job, config, runtime)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from utils.errors import CrossFuseError
-
 TEMPERATURES = ("fixed", "block", "head")
 FEATURE_NORMS = ("none", "standard")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot build the network. Defined here so net/ depends on torch only; the
+    suite's readers of settings and files (training.config, formats) re-raise it as their one-line error."""
 
 
 @dataclass(frozen=True)
@@ -31,15 +34,15 @@ class ModelConfig:
         small = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
                  if f.type is int and getattr(self, f.name) < 1]
         if small:
-            raise CrossFuseError(f"model settings must be at least 1: {', '.join(small)}")
+            raise ConfigError(f"model settings must be at least 1: {', '.join(small)}")
         if self.temperature not in TEMPERATURES:
-            raise CrossFuseError(f"temperature={self.temperature!r}: expected one of {', '.join(TEMPERATURES)}")
+            raise ConfigError(f"temperature={self.temperature!r}: expected one of {', '.join(TEMPERATURES)}")
         if self.feature_norm not in FEATURE_NORMS:
-            raise CrossFuseError(f"feature_norm={self.feature_norm!r}: expected one of {', '.join(FEATURE_NORMS)}")
+            raise ConfigError(f"feature_norm={self.feature_norm!r}: expected one of {', '.join(FEATURE_NORMS)}")
         if self.embed % self.heads:
-            raise CrossFuseError(f"heads={self.heads} does not divide the token width {self.embed} (deep * patch^2)")
+            raise ConfigError(f"heads={self.heads} does not divide the token width {self.embed} (deep * patch^2)")
         if self.tile % self.patch:
-            raise CrossFuseError(f"tile={self.tile} is not a multiple of patch={self.patch}")
+            raise ConfigError(f"tile={self.tile} is not a multiple of patch={self.patch}")
 
     @property
     def embed(self) -> int:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.demo_data import make_demo_dataset
+from dataio.demo_data import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -2,9 +2,9 @@
 import importlib.util
 from pathlib import Path
 
+from formats.reference import from_reference
 from net.encoder import AutoEncoder
 from net.model import CrossFuse, FusionNet
-from net.reference import from_reference
 
 
 def official_weights(reference_dir: Path):

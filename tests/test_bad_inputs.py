@@ -20,17 +20,17 @@ from PIL import Image
 import train_end_to_end
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from net.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
-from net.config import ModelConfig
+from cli.entry import settings
+from dataio.datasets import ImageTransform, PairDataset, make_loader
+from dataio.pairs import find_pairs
+from formats.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
+from inference.files import fuse_gray
+from net.config import ConfigError, ModelConfig
 from net.model import CrossFuse
 from tests.tiny import ENCODER, FUSION, train_args
+from training.config import FREE_TEXT, RULES, defaults
 from utils.atomic import atomic_save
-from utils.config import FREE_TEXT, RULES, defaults
-from utils.datasets import ImageTransform, PairDataset, make_loader
 from utils.errors import CrossFuseError
-from utils.inference import fuse_gray
-from utils.pairs import find_pairs
-from utils.trainer import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [*ENCODER, *FUSION]
@@ -242,12 +242,14 @@ def test_every_numeric_or_choice_setting_has_a_range():
     for args_class in (Stage1, Stage2, EndToEnd):
         for key, value in defaults(args_class).items():
             if not isinstance(value, bool) and key not in FREE_TEXT:
-                assert key in RULES, f"{args_class.__name__}.{key}: give it a range in utils.config.RULES"
+                assert key in RULES, f"{args_class.__name__}.{key}: give it a range in training.config.RULES"
 
 
-def test_model_config_raises_the_suite_error():
-    with pytest.raises(CrossFuseError, match="heads=3"):
+def test_model_config_errors_reach_the_user_as_the_suite_error():
+    with pytest.raises(ConfigError, match="heads=3"):
         ModelConfig(heads=3)
+    with pytest.raises(CrossFuseError, match="^heads=3 does not divide the token width"):
+        settings(EndToEnd, ["--heads=3"], "")
 
 
 # 8 ------------------------------------------------------------------ worker errors stay one line

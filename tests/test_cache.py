@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
-from utils.datasets import ImageDataset, ImageTransform, PairDataset, make_loader
+from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
+from dataio.datasets import ImageDataset, ImageTransform, PairDataset, make_loader
+from dataio.pairs import Pair, find_pairs
 from utils.errors import CrossFuseError
-from utils.pairs import Pair, find_pairs
 
 
 def assert_same_batches(decoded, cached, seed: int, epochs: int = 2) -> None:

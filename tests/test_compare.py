@@ -1,4 +1,4 @@
-"""compare_training_approaches.py on tiny fake runs, and utils/stats on cases with known answers."""
+"""compare_training_approaches.py on tiny fake runs, and evaluation/stats.py on cases with known answers."""
 import argparse
 import json
 from pathlib import Path
@@ -9,16 +9,16 @@ import scipy.io
 import torch
 
 import compare_training_approaches as compare
-from net.checkpoint import load_crossfuse, save_model
+from dataio.images import write_gray
+from dataio.pairs import find_pairs
+from evaluation import stats
+from evaluation.metrics import METRICS
+from formats.checkpoint import load_crossfuse, save_model
+from formats.reference import to_reference
+from inference.files import read_pair
 from net.config import ModelConfig
 from net.encoder import AutoEncoder
 from net.model import CrossFuse, FusionNet
-from net.reference import to_reference
-from utils import stats
-from utils.images import write_gray
-from utils.inference import read_pair
-from utils.metrics import METRICS
-from utils.pairs import find_pairs
 
 TINY = ModelConfig(shallow=4, growth=4, deep=8, decoder=8, tile=4, patch=2, heads=2, mlp_ratio=2)
 PLOTS = ("loss_curves.png", "loss_terms.png", "temperature.png", "lr.png", "training_cost.png", "fused_grid.png",

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader, resize_uint8
-from utils.demo_data import make_demo_dataset
+from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader, resize_uint8
+from dataio.demo_data import make_demo_dataset
+from dataio.images import read_gray
+from dataio.pairs import Pair, find_pairs
 from utils.errors import CrossFuseError
-from utils.images import read_gray
-from utils.pairs import Pair, find_pairs
 
 
 def ramp(height: int, width: int) -> np.ndarray:

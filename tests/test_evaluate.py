@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import evaluate
+from dataio.pairs import find_pairs
+from evaluation.metric_profiles import get_profile, score
+from evaluation.metrics import METRICS, score_pair
 from utils.errors import CrossFuseError
-from utils.metric_profiles import get_profile, score
-from utils.metrics import METRICS, score_pair
-from utils.pairs import find_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (48, 56)

@@ -4,13 +4,13 @@ import torch
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from net.checkpoint import load_crossfuse, save_model
-from net.config import ModelConfig
+from cli.entry import settings
+from formats.checkpoint import load_crossfuse, save_model
+from net.config import ConfigError, ModelConfig
 from net.layers import box_mean_3x3
 from net.model import CrossFuse, standardise_pair
-from utils.config import defaults
+from training.config import defaults
 from utils.errors import CrossFuseError
-from utils.trainer import settings
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)
 
@@ -28,7 +28,7 @@ def test_standardise_pair_centres_for_the_cam_and_keeps_activity_ratios():
 
 
 def test_unknown_feature_norm_is_refused():
-    with pytest.raises(CrossFuseError, match="feature_norm='layer': expected one of none, standard"):
+    with pytest.raises(ConfigError, match="feature_norm='layer': expected one of none, standard"):
         ModelConfig(feature_norm="layer")
 
 

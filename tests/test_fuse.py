@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import fuse
-from net.checkpoint import save_model
+from formats.checkpoint import save_model
 from net.config import ModelConfig
 from net.model import CrossFuse
 

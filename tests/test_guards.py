@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from net.config import ModelConfig
-from utils.guards import (
+from dataio.images import read_gray
+from evaluation.guards import (
     collapsed,
     image_flags,
     input_dependence,
@@ -15,7 +15,7 @@ from utils.guards import (
     tile_period,
     token_period,
 )
-from utils.images import read_gray
+from net.config import ModelConfig
 
 
 @pytest.fixture(scope="module")

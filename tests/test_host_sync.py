@@ -15,14 +15,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1
+from cli.entry import settings
+from dataio.datasets import make_loader
 from net.encoder import AutoEncoder
 from net.model import CrossFuse
 from tests.test_model import TINY
-from utils import trainer
+from training import jobs
+from training.optim import make_optimizer, step_if
+from training.runtime import Runtime
+from training.trainer import Job, train, train_step
 from utils.cores import free_threads, loader_workers, pick_threads, process_cores
-from utils.datasets import make_loader
 from utils.errors import CrossFuseError
-from utils.trainer import Job, Runtime, settings, step_if, train, train_step
 
 BATCHES = 12
 
@@ -156,14 +159,14 @@ def test_real_training_steps_never_read_the_device(monkeypatch, stage):
     """Model, loss (MS-SSIM's range rule included) and the guarded update of every stage: no reads."""
     torch.manual_seed(0)
     if stage == "stage1":
-        model, loss = AutoEncoder(TINY), trainer.reconstruction_loss_fn(settings(Stage1, [], ""))
+        model, loss = AutoEncoder(TINY), jobs.reconstruction_loss_fn(settings(Stage1, [], ""))
         forward, batch = (lambda m, b: m(b[0])), (torch.rand(2, 1, 32, 32) * 255,)
     else:
         model = CrossFuse(TINY, frozen_encoders=stage == "stage2")
-        loss, forward = trainer.fusion_loss_fn(settings(EndToEnd, [], "")), trainer.fusion_forward
+        loss, forward = jobs.fusion_loss_fn(settings(EndToEnd, [], "")), jobs.fusion_forward
         batch = (torch.rand(2, 1, 32, 32) * 255, torch.rand(2, 1, 32, 32) * 255)
     job = Job(stage, stage, Path("."), model.train(), [], forward, loss, lambda m, e: [])
-    optimizer = trainer.make_optimizer(model, {"lr": 1e-3, "weight_decay": 0.9})
+    optimizer = make_optimizer(model, {"lr": 1e-3, "weight_decay": 0.9})
     before = [p.detach().clone() for p in optimizer.param_groups[0]["params"]]
     with Syncs(monkeypatch) as syncs:
         train_step(job, model, optimizer, batch, False, Runtime(torch.device("cpu")), torch.ones(()))

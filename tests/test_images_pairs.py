@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.errors import CrossFuseError
-from utils.images import (
+from dataio.images import (
     IMAGE_EXTENSIONS,
     is_color,
     read_gray,
@@ -15,7 +14,8 @@ from utils.images import (
     write_gray,
     write_ycbcr_as_rgb,
 )
-from utils.pairs import Pair, find_images, find_pairs, pair_single
+from dataio.pairs import Pair, find_images, find_pairs, pair_single
+from utils.errors import CrossFuseError
 
 
 def save(path: Path, array: np.ndarray | None = None, mode: str | None = None) -> Path:

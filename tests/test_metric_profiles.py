@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from scipy import fft
 
+from evaluation import metrics as M
+from evaluation.csf_metrics import qcb, qcv, stretch_to_255
+from evaluation.fmi import dwt2_mosaic, feature_mi, features, fmi, highpass, meyer_filter
+from evaluation.mef_ssim import mef_ssim, mef_ssim_single_scale
+from evaluation.metric_profiles import PROFILES, get_profile, read_matlab, read_opencv, score
 from tests.conftest import DATA, REFERENCE
-from utils import metrics as M
-from utils.csf_metrics import qcb, qcv, stretch_to_255
 from utils.errors import CrossFuseError
-from utils.fmi import dwt2_mosaic, feature_mi, features, fmi, highpass, meyer_filter
-from utils.mef_ssim import mef_ssim, mef_ssim_single_scale
-from utils.metric_profiles import PROFILES, get_profile, read_matlab, read_opencv, score
 
 PROFILE_CSVS = REFERENCE / "metric_profiles"
 TOLERANCE = {"rel": 1e-4, "abs": 1e-12}

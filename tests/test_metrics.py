@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from scipy.signal import convolve2d
 
-from utils import metrics as M
+from evaluation import metrics as M
 from utils.errors import CrossFuseError
 
 RNG = np.random.default_rng(7)

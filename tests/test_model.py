@@ -2,13 +2,13 @@
 import pytest
 import torch
 
+from formats.checkpoint import load_crossfuse, read_checkpoint, save_model
+from formats.reference import from_reference, to_reference
 from net.cam import CrossAttentionModule, from_tiles, from_tokens, to_tiles, to_tokens
-from net.checkpoint import load_crossfuse, read_checkpoint, save_model
 from net.config import ModelConfig
 from net.encoder import AutoEncoder
 from net.layers import reflect_pad
 from net.model import CrossFuse, FusionNet
-from net.reference import from_reference, to_reference
 from utils.errors import CrossFuseError
 
 TINY = ModelConfig(shallow=4, growth=4, deep=8, decoder=8, tile=4, patch=2, heads=2, mlp_ratio=2)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from tests.reference_models import reference_crossfuse, reference_parts
-from utils.losses import fusion_loss, reconstruction_loss
-from utils.msssim import msssim
+from training.losses import fusion_loss, reconstruction_loss
+from training.msssim import msssim
 
 TOL = 1e-4
 INFER = ["infer_200x264_shift", "infer_200x264_noshift", "infer_203x261_shift"]

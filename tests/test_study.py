@@ -14,9 +14,9 @@ import torch
 import study
 import train_autoencoder
 import train_end_to_end
-from net.checkpoint import read_checkpoint
-from utils import run_layout
-from utils.demo_data import make_demo_dataset
+from dataio.demo_data import make_demo_dataset
+from formats import run_layout
+from formats.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image_size=32", "--batch_size=2", "--workers=0", "--train_num=0", "--shallow=4", "--growth=4", "--deep=8",

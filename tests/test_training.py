@@ -16,25 +16,18 @@ import train_end_to_end
 import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from net.checkpoint import load_crossfuse, read_checkpoint
+from cli.entry import settings
+from formats.checkpoint import load_crossfuse, read_checkpoint
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
 from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
-from utils.config import parse_overrides
+from training.config import parse_overrides
+from training.jobs import fusion_forward, fusion_loss_fn, reconstruction_loss_fn
+from training.optim import make_optimizer
+from training.runtime import Runtime
+from training.trainer import Job, state_path, train, train_step
 from utils.errors import CrossFuseError
-from utils.trainer import (
-    Job,
-    Runtime,
-    fusion_forward,
-    fusion_loss_fn,
-    make_optimizer,
-    reconstruction_loss_fn,
-    settings,
-    state_path,
-    train,
-    train_step,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,9 +25,12 @@ import torch
 import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
+from cli.entry import settings
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
-from utils import trainer
+from training import jobs, trainer
+from training.optim import make_optimizer
+from training.runtime import Runtime
 
 STEPS = 8
 END_TO_END_REL = 3e-3
@@ -49,8 +52,8 @@ def trajectories(reference_dir):
 def trajectory(model: torch.nn.Module, forward, loss, config: dict, batches: list[tuple]) -> list[float]:
     """Loss before each of STEPS steps on alternating batches, then the loss after the last one."""
     job = trainer.Job("trajectory", "trajectory", Path("."), model, [], forward, loss, lambda m, e: [])
-    optimizer = trainer.make_optimizer(model, config)
-    runtime = trainer.Runtime(torch.device("cpu"))
+    optimizer = make_optimizer(model, config)
+    runtime = Runtime(torch.device("cpu"))
     losses = [trainer.train_step(job, model, optimizer, batches[i % len(batches)], False, runtime)["total"].item()
               for i in range(STEPS)]
     with torch.no_grad():
@@ -71,34 +74,34 @@ def pairs(trajectories) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def test_stage1_trajectory(trajectories, reference_dir):
     entry = trajectories["stage1_ir"]
-    config = trainer.settings(Stage1, [], "")
+    config = settings(Stage1, [], "")
     assert config["lr"] == entry["lr"]
     model, _, _ = reference_parts(reference_dir)
     batches = [(b["ir"][..., :64, :64],) for b in trajectories["batches"]]
-    got = trajectory(model.train(), lambda m, b: m(b[0]), trainer.reconstruction_loss_fn(config), config, batches)
+    got = trajectory(model.train(), lambda m, b: m(b[0]), jobs.reconstruction_loss_fn(config), config, batches)
     assert relative_errors(got, entry).max() < 2e-4, (got, entry)
 
 
 def test_stage2_trajectory(trajectories, reference_dir, tmp_path):
     entry = trajectories["stage2"]
     subprocess.run([sys.executable, str(reference_dir / "official_weights.py"), str(tmp_path)], check=True)
-    config = trainer.settings(Stage2, [f"--reference={tmp_path}"], "")
+    config = settings(Stage2, [f"--reference={tmp_path}"], "")
     assert config["lr"] == entry["lr"]
     ir, vi, _ = train_fusion.stage1_encoders(config)
     model = train_fusion.fusion_model(config, ir, vi)
     _, _, fusion = reference_parts(reference_dir)
     model.fusion.load_state_dict(fusion.state_dict())
-    got = trajectory(model.train(), trainer.fusion_forward, trainer.fusion_loss_fn(config), config, pairs(trajectories))
+    got = trajectory(model.train(), jobs.fusion_forward, jobs.fusion_loss_fn(config), config, pairs(trajectories))
     assert relative_errors(got, entry).max() < 2e-4, (got, entry)
 
 
 def test_end_to_end_trajectory(trajectories, reference_dir):
     entry = trajectories["end_to_end"]
-    config = trainer.settings(EndToEnd, ["--temperature=fixed"], "")
+    config = settings(EndToEnd, ["--temperature=fixed"], "")
     assert config["lr"] == entry["lr"]
     ir, vi, fusion = reference_parts(reference_dir)
     model = CrossFuse.from_parts(ir.encoder, vi.encoder, fusion).train()
-    got = trajectory(model, trainer.fusion_forward, trainer.fusion_loss_fn(config), config, pairs(trajectories))
+    got = trajectory(model, jobs.fusion_forward, jobs.fusion_loss_fn(config), config, pairs(trajectories))
     errors = relative_errors(got, entry)
     assert errors[:7].max() < 2e-3, (got, entry)
     assert errors.max() < END_TO_END_REL, (got, entry)

@@ -1,12 +1,7 @@
-"""One exception type for problems the user can fix (bad paths, files, settings), and the boundary
-every entry point runs behind: that error becomes one line and exit code 2; anything else is a bug
-and keeps its traceback.
+"""One exception type for problems the user can fix (bad paths, files, settings). It imports nothing,
+so every layer above net/ can raise it (net/ raises its own ConfigError); cli/entry.py turns it into
+one line and exit code 2.
 """
-import sys
-from collections.abc import Callable, Sequence
-
-import torch.distributed as dist
-
 _WORKER_MARK = "Original Traceback"
 
 
@@ -21,19 +16,3 @@ class CrossFuseError(Exception):
         if _WORKER_MARK in message:
             message = message.strip().rsplit(f"{__name__}.{type(self).__name__}: ", 1)[-1]
         super().__init__(message)
-
-
-def run_main(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None,
-             interrupted: str = "interrupted") -> int:
-    """Run an entry point's main(argv): its return code, or 2 with one line for a CrossFuseError."""
-    try:
-        return main(list(sys.argv[1:] if argv is None else argv)) or 0
-    except CrossFuseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        return 130
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()

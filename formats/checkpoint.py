@@ -3,7 +3,7 @@
 Every file this suite writes is a dict {"format", "kind", "config", "state_dict", ...meta}, kind one
 of "autoencoder" (stage 1), "encoder" (an end-to-end encoder) or "crossfuse" (a complete fusion
 model: both encoders, CAM and decoder, so a fusion file alone is enough to fuse). Files in the
-reference's layout (plain state dicts) are recognised and converted through net.reference.
+reference's layout (plain state dicts) are recognised and converted through formats.reference.
 """
 import re
 from dataclasses import dataclass, field
@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from net.config import ModelConfig
+from formats.reference import from_reference
+from net.config import ConfigError, ModelConfig
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
-from net.reference import from_reference
 from utils.atomic import atomic_save
 from utils.errors import CrossFuseError
 
@@ -73,7 +73,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if obj.get("kind") not in SUITE_KINDS or not isinstance(obj.get("state_dict"), dict):
             raise CrossFuseError(f"{path}: suite checkpoint of unknown kind {obj.get('kind')!r}")
         meta = {k: v for k, v in obj.items() if k not in ("format", "kind", "config", "state_dict")}
-        return Checkpoint(path, obj["kind"], obj["state_dict"], ModelConfig.from_dict(obj["config"]), meta)
+        try:
+            config = ModelConfig.from_dict(obj["config"])
+        except ConfigError as e:
+            raise CrossFuseError(str(e)) from None
+        return Checkpoint(path, obj["kind"], obj["state_dict"], config, meta)
     if isinstance(obj, dict) and "format" in obj:
         raise CrossFuseError(f"{path}: unknown checkpoint format {obj['format']!r} (a training-state file?)")
     if isinstance(obj, dict) and "fea_encoder1.conv1.conv2d.0.weight" in obj:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dataio.images import read_gray, read_size
+from dataio.pairs import Pair
 from utils.errors import CrossFuseError
-from utils.images import read_gray, read_size
-from utils.pairs import Pair
 
 log = logging.getLogger(__name__)
 _ON_ERROR = ("skip", "raise")
@@ -25,7 +25,7 @@ _SIZE_MISMATCH = ("resize", "error")
 def resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize (align_corners=False, no antialias, as the reference) rounded back to uint8.
 
-    Rounding here means the decoded path and the uint8 cache (utils.cache) give identical values.
+    Rounding here means the decoded path and the uint8 cache (dataio.cache) give identical values.
     """
     tensor = torch.from_numpy(np.array(image, dtype=np.float32))[None, None]
     out = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=False)

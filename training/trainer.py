@@ -1,13 +1,11 @@
 """The one training loop behind train_autoencoder.py, train_fusion.py and train_end_to_end.py.
 
-A script describes what differs (a Job: model, forward, loss, what to save); this module does the
-rest the same way for all three: Adam with the reference's weight decay, the lr schedule, AMP,
-torch.compile, DDP, logging, per-epoch `.model`/`.mat`/PNG outputs, and an atomic training-state
-checkpoint that a run killed at any moment resumes from, step for step.
+A script describes what differs (a Job: model, forward, loss, what to save; training/jobs.py builds
+them); this module does the rest the same way for all three: Adam with the reference's weight decay,
+the lr schedule, AMP, torch.compile, DDP, logging, per-epoch `.model`/`.mat`/PNG outputs, and an
+atomic training-state checkpoint that a run killed at any moment resumes from, step for step.
 """
 import json
-import math
-import os
 import random
 import sys
 import time
@@ -23,20 +21,17 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from dataio.datasets import make_loader
+from dataio.images import write_gray
+from formats import run_layout
 from net.config import ModelConfig
-from utils import run_layout
+from training.config import save_config
+from training.optim import lr_at, make_optimizer, step_if
+from training.runtime import Runtime
 from utils.atomic import atomic_save, atomic_write, check_writable
-from utils.cache import CachedImageDataset, CachedPairDataset, build_cache
-from utils.config import check_ranges, format_config, help_text, parse_overrides, presets, save_config, with_preset
 from utils.cores import pick_threads, process_cores
-from utils.datasets import ImageDataset, ImageTransform, PairDataset, limit, make_loader
-from utils.demo_data import make_demo_dataset
-from utils.device import autocast, peak_memory, pick_device
+from utils.device import autocast, peak_memory
 from utils.errors import CrossFuseError
-from utils.images import write_gray
-from utils.inference import fuse_pair, read_pair
-from utils.losses import fusion_loss, reconstruction_loss
-from utils.pairs import Pair, find_images, find_pairs
 
 STATE_FORMAT = "crossfuse-train-state/1"
 Batch = tuple[torch.Tensor, ...]
@@ -59,81 +54,6 @@ class Job:
     temperature: Callable[[nn.Module], torch.Tensor] | None = None  # mean learned temperature, logged
     test: TestHook | None = None  # fuse the test folder after an epoch
     preview: Batch = ()  # fixed validation items shown in the per-epoch grid
-
-
-# ----------------------------------------------------------------------------------------- settings
-
-DEMO = dict(dataset="data/demo/train", test_dir="data/demo/test", out_root="models/demo", train_num=0,
-            image_size=64, batch_size=4, workers=0, log_every=12, checkpoint_every=48, preview_images=4,
-            lr_step_epochs=30, shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)
-
-
-def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
-    """The args file's values, then its --preset's, then the demo's (with --demo), then the command line's."""
-    config = with_preset(args_class, argv)
-    if "-h" in argv or "--help" in argv:
-        print(help_text(config, doc, presets(args_class)))
-        sys.exit(0)
-    if "--demo" in argv or "--demo=true" in argv:
-        make_demo_dataset(Path("data/demo"))
-        demo = {k: v for k, v in DEMO.items() if k in config}
-        config.update(demo, epochs=args_class.demo_epochs)
-    config = check_ranges(parse_overrides(config, argv))
-    if "deep" in config:  # the whole model is configured here: check how its widths fit together
-        model_config(config)
-    return config
-
-
-def model_config(config: dict[str, Any], **overrides: Any) -> ModelConfig:
-    """The ModelConfig fields present in a settings dict."""
-    return ModelConfig.from_dict({**config, **overrides})
-
-
-def lr_at(config: dict[str, Any], epoch: int) -> float:
-    """Learning rate of a 0-based epoch: the reference's step drop, or cosine down to lr_min."""
-    lr = config["lr"]
-    if config["lr_schedule"] == "step":
-        return lr * (config["lr_gamma"] if epoch >= config["lr_step_epochs"] else 1.0)
-    if config["lr_schedule"] == "cosine":
-        lo = config["lr_min"]
-        return lo + (lr - lo) * (1 + math.cos(math.pi * epoch / config["epochs"])) / 2
-    raise CrossFuseError(f"lr_schedule={config['lr_schedule']!r}: expected step or cosine")
-
-
-def make_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Adam:
-    """Adam over the trainable parameters only, with the reference's weight decay.
-
-    Fused: its found_inf input lets step_if skip a non-finite step on the device.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"], fused=True)
-
-
-# ------------------------------------------------------------------------------------- distributed
-
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def start_runtime(config: dict[str, Any]) -> Runtime:
-    """One process, or one of `torchrun --nproc_per_node=N` (NCCL on CUDA, gloo on the CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Runtime(pick_device(config["device"]))
-    device = pick_device(config["device"])
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Runtime(device, dist.get_rank(), dist.get_world_size())
 
 
 # -------------------------------------------------------------------------------------- checkpoint
@@ -346,22 +266,6 @@ def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, bat
     return terms
 
 
-def step_if(optimizer: torch.optim.Optimizer, good: torch.Tensor) -> None:
-    """optimizer.step() where good is 1, a no-op where it is 0.
-
-    Fused Adam takes the flag as `found_inf` (the hook GradScaler uses) and skips the update, moments
-    and step count on the device; any other optimiser (or a state saved unfused) reads the flag.
-    """
-    if all(group.get("fused") for group in optimizer.param_groups):
-        optimizer.found_inf = 1 - good
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf
-    elif good.item() == 1:
-        optimizer.step()
-
-
 class Pending:
     """The steps since the last read: their loss terms, temperature and `good` flag stay on the device."""
 
@@ -446,122 +350,3 @@ def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress,
               " training continues", file=sys.stderr)
     finally:
         job.model.train()
-
-
-def announce(title: str, config: dict[str, Any], runtime: Runtime) -> None:
-    if runtime.main:
-        print(f"{title} on {runtime.device}" + (f" x {runtime.world} processes" if runtime.world > 1 else ""))
-        print(format_config(config))
-
-
-INTERRUPTED = "interrupted: rerun with --resume to continue from the last checkpoint"
-
-
-# ------------------------------------------------------------------------------------------- data
-
-def _dataset_root(config: dict[str, Any]) -> Path:
-    root = Path(config["dataset"])
-    if not root.exists():
-        raise CrossFuseError(f"{root}: dataset not found. Get KAIST as data/README.md explains, point "
-                             "--dataset=DIR at another set (e.g. ../shared/data/roadscene), or try --demo")
-    return root
-
-
-def training_pairs(config: dict[str, Any]) -> list[Pair]:
-    """The first train_num IR/VIS pairs of the configured dataset; unpaired files are reported."""
-    scan = find_pairs(_dataset_root(config))
-    if scan.unpaired:
-        shown = ", ".join(str(p) for p in scan.unpaired[:5])
-        print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
-              + (" ..." if len(scan.unpaired) > 5 else ""), file=sys.stderr)
-    return limit(scan.pairs, config["train_num"])
-
-
-def training_images(config: dict[str, Any], modality: str) -> list[Path]:
-    """Stage-1 images: a plain folder (`images`), or one side of the dataset's pairs."""
-    if config.get("images"):
-        return limit(find_images(Path(config["images"])), config["train_num"])
-    return [getattr(p, modality) for p in training_pairs(config)]
-
-
-def _cache_dir(config: dict[str, Any]) -> Path:
-    """Beside the data when that folder is writable, else under the output root."""
-    beside = Path(config.get("images") or config["dataset"]) / ".crossfuse_cache"
-    try:
-        beside.mkdir(exist_ok=True)
-        return beside
-    except OSError:
-        return Path(config["out_root"]) / "cache"
-
-
-def make_dataset(items: list[Pair] | list[Path], config: dict[str, Any]) -> Dataset:
-    """Decoding (PairDataset/ImageDataset) or memory-mapped cache datasets of the configured transform."""
-    transform = ImageTransform(config["image_size"], config["crop"], config["hflip"], config["vflip"])
-    pairs = bool(items) and isinstance(items[0], Pair)
-    if config["cache"]:
-        path = build_cache(items, config["image_size"], _cache_dir(config), workers=config["workers"])
-        return (CachedPairDataset if pairs else CachedImageDataset)(path, transform, config["seed"])
-    dataset = (PairDataset if pairs else ImageDataset)(items, transform, config["seed"], config["on_error"])
-    skipped = dataset.validate()
-    if skipped:
-        print(f"warning: {skipped} unreadable or mismatched items left out (on_error=raise stops instead)",
-              file=sys.stderr)
-    if len(dataset) == 0:
-        raise CrossFuseError(f"{config['dataset']}: no usable training images")
-    return dataset
-
-
-def preview_batch(dataset: Dataset, config: dict[str, Any]) -> Batch:
-    """The first preview_images items of the test folder (held out) when one is set, else of the training set.
-
-    Resized like the training data, so they batch together; the grid shows the same items every epoch.
-    """
-    if config["preview_images"] == 0:
-        return ()
-    if config.get("test_dir"):
-        pairs = find_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
-        transform = ImageTransform(config["image_size"])
-        dataset = PairDataset(pairs, transform, config["seed"], "raise")
-    items = [dataset[i] for i in range(min(config["preview_images"], len(dataset)))]
-    items = [item if isinstance(item, tuple) else (item,) for item in items]
-    return tuple(torch.stack(parts) for parts in zip(*items, strict=True)) if items else ()
-
-
-def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -> TestHook | None:
-    """A callback fusing the configured test folder into out_dir/test/epoch_N, or None without one."""
-    if not config["test_dir"]:
-        return None
-    pairs = find_pairs(Path(config["test_dir"])).pairs
-    for pair in pairs:  # a bad test pair fails now, not after the first epoch's training
-        read_pair(pair)
-
-    def fuse_all(model: nn.Module, epoch: int) -> None:
-        for pair in pairs:
-            fuse_pair(model, pair, out_dir / "test" / f"epoch_{epoch}" / f"{pair.name}.png", device, gray=True)
-
-    return fuse_all
-
-
-def fusion_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
-    return model(batch[0], batch[1])
-
-
-def reconstruction_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Stage 1: an autoencoder reconstructs its one input; batch = (image,)."""
-    return model(batch[0])
-
-
-def fusion_loss_fn(config: dict[str, Any]) -> LossFn:
-    """Spec section 7 with the configured weights; batch = (ir, vi)."""
-    return lambda out, batch: fusion_loss(out, batch[0], batch[1], config["w_int"], config["w_grad"])
-
-
-def reconstruction_loss_fn(config: dict[str, Any]) -> LossFn:
-    """Spec section 3 with the configured weights; batch = (image,)."""
-    return lambda out, batch: reconstruction_loss(out, batch[0], config["w_mse"], config["w_ssim"])
-
-
-def mean_temperature(model: nn.Module) -> torch.Tensor:
-    """Mean of the learned cross-attention temperatures (1 when fixed), on the device: read with the losses."""
-    temps = model.fusion.cam.temperatures()
-    return torch.cat([t.detach().flatten() for t in temps]).mean() if temps else next(model.parameters()).new_ones(())

@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dataio.images import is_color, read_gray, read_ycbcr, write_gray, write_ycbcr_as_rgb
+from dataio.pairs import Pair
 from net.model import CrossFuse
 from utils.device import autocast
 from utils.errors import CrossFuseError
-from utils.images import is_color, read_gray, read_ycbcr, write_gray, write_ycbcr_as_rgb
-from utils.pairs import Pair
 
 
 @torch.inference_mode()

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from utils.msssim import msssim
+from training.msssim import msssim
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
 

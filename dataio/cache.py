@@ -4,7 +4,7 @@ Decoding 20000 KAIST pairs every epoch costs far more than a training step; the 
 into a memory-mapped N x M x S x S uint8 array (M = 2 for pairs, 1 for single images).
 
 Bit-identity with the decode path holds by construction: ImageTransform's resize rounds the
-bilinear result back to uint8 (utils.datasets.resize_uint8), the cache stores exactly those uint8
+bilinear result back to uint8 (dataio.datasets.resize_uint8), the cache stores exactly those uint8
 images, and the cached datasets apply the same seeded flips as PairDataset/ImageDataset. The cache
 therefore serves resize mode only; a random crop needs the full image, so crop=True with a cache
 is an error rather than a silently different augmentation.
@@ -23,11 +23,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dataio.datasets import ImageTransform, item_rng
+from dataio.images import read_gray
+from dataio.pairs import Pair
 from utils.atomic import atomic_write, temp_path
-from utils.datasets import ImageTransform, item_rng
 from utils.errors import CrossFuseError
-from utils.images import read_gray
-from utils.pairs import Pair
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from net.config import FEATURE_NORMS, TEMPERATURES, ModelConfig
+from net.config import FEATURE_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 
@@ -164,3 +164,11 @@ def help_text(config: dict[str, Any], doc: str, named: dict[str, dict[str, Any]]
              for name, values in named.items()]
     return (f"{doc.strip()}\n\nPresets (--preset=NAME, applied before the other --key=value):\n" + "\n".join(lines)
             + f"\n\nSettings (override with --key=value):\n{format_config(config)}")
+
+
+def model_config(config: dict[str, Any], **overrides: Any) -> ModelConfig:
+    """The ModelConfig fields present in a settings dict; a misfit is the suite's one-line error."""
+    try:
+        return ModelConfig.from_dict({**config, **overrides})
+    except ConfigError as e:
+        raise CrossFuseError(str(e)) from None

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dataio.images import IMAGE_EXTENSIONS, is_image_file
 from utils.errors import CrossFuseError
-from utils.images import IMAGE_EXTENSIONS, is_image_file
 
 IR_ALIASES = ("infrared", "lwir", "ir")
 VI_ALIASES = ("visible", "vis", "vi")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from net.config import ModelConfig
+from net.config import ConfigError, ModelConfig
 from net.encoder import AutoEncoder
 from net.model import FusionNet
 from utils.errors import CrossFuseError
@@ -121,7 +121,10 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, heads: int = 16, **o
             )
     except (KeyError, AttributeError, IndexError) as e:
         raise CrossFuseError(f"not a reference {kind} checkpoint: missing key {e}") from None
-    return ModelConfig(**{**values, "heads": heads, **overrides})
+    try:
+        return ModelConfig(**{**values, "heads": heads, **overrides})
+    except ConfigError as e:
+        raise CrossFuseError(str(e)) from None
 
 
 def to_reference(module: AutoEncoder | FusionNet) -> dict[str, torch.Tensor]:

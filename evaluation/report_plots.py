@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from formats.run_layout import LossLog
 from utils.atomic import atomic_write
-from utils.run_layout import LossLog
 
 PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 LAYERS = ("shallow", "dense1", "deep")

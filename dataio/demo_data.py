@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from dataio.images import write_gray
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
-from utils.images import write_gray
 
 MARKER = ".complete"
 

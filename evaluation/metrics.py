@@ -387,7 +387,7 @@ def score_pair(
 
     Checks up front that the three are 2-D, equally sized and large enough, raising CrossFuseError
     with `label` (e.g. the file name) in the message rather than failing inside a metric. `table`
-    and `min_side` default to this suite's metrics; utils.metric_profiles passes a toolbox's.
+    and `min_side` default to this suite's metrics; evaluation.metric_profiles passes a toolbox's.
     """
     names = list(table) if metrics is None else list(metrics)
     unknown = [n for n in names if n not in table]

@@ -5,7 +5,7 @@ metric's convention (scale of the inputs, log base, how two sources are combined
 changes the number). The README's "Metric profiles" table lists the differences and why they exist.
 Metric functions are called as metric(f, a, b) with A the infrared and B the visible source.
 
-- suite: this project's own definitions (utils.metrics), the default.
+- suite: this project's own definitions (evaluation.metrics), the default.
 - vifb: VIFB benchmark MATLAB code (Zhang et al., CVPRW 2020).
 - tang: Evaluation-for-Image-Fusion MATLAB code (Tang; SeAFusion, PIAFusion).
 - crossfuse: RFN-Nest analysis_matlab (the CrossFuse authors' code) plus FMI.
@@ -20,12 +20,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from utils import metrics as M
-from utils.csf_metrics import qcb, qcv
+from dataio.images import read_gray
+from evaluation import metrics as M
+from evaluation.csf_metrics import qcb, qcv
+from evaluation.fmi import fmi
+from evaluation.mef_ssim import mef_ssim
 from utils.errors import CrossFuseError
-from utils.fmi import fmi
-from utils.images import read_gray
-from utils.mef_ssim import mef_ssim
 
 Metric = M.Metric
 Reader = Callable[[Path], np.ndarray]
@@ -201,7 +201,7 @@ def _fmi_metrics() -> dict[str, Metric]:
     }
 
 
-SUITE = Profile("suite", "this project (utils/metrics.py)", read_gray, dict(M.METRICS), dict(M.MIN_SIDE))
+SUITE = Profile("suite", "this project (evaluation/metrics.py)", read_gray, dict(M.METRICS), dict(M.MIN_SIDE))
 
 VIFB = Profile(
     "vifb",
