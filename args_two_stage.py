@@ -6,6 +6,7 @@ Edit the values here, or override any of them on the command line (`python train
 `python train_fusion.py --help` lists them. The README's "Presets" section says why each value is there.
 """
 from utils.cores import loader_workers
+from utils.settings import Settings
 
 # The settings both arms share in the `fair` preset: the same optimiser, schedule, weight decay and
 # cross-attention, with the two changes that keep the CAM from printing a fixed grid (docs/cpu-study.md).
@@ -15,7 +16,7 @@ FAIR_FUSION = dict(FAIR, temperature="block", feature_norm="standard", cam_gate=
 CPU = dict(train_num=0, image_size=128, cache=True, workers=0, log_every=9, checkpoint_every=100)
 
 
-class Training:
+class Training(Settings):
     """What every training script reads: data, optimisation and the run."""
 
     preset = "reference"  # reference (the values below), fair or cpu: see `presets` and the README

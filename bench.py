@@ -219,18 +219,17 @@ def stage_job(stage: str) -> tuple[Job, dict[str, Any]]:
     from args_two_stage import Stage1, Stage2
     from net.encoder import AutoEncoder
     from net.model import CrossFuse
-    from training.config import defaults
 
     if stage == "stage1":
-        config = defaults(Stage1)
+        config = Stage1()
         model = AutoEncoder(model_config(config))
         forward, loss = reconstruction_forward, reconstruction_loss_fn(config)
     elif stage == "stage2":
-        config = defaults(Stage2)
+        config = Stage2()
         model = CrossFuse(model_config(config), frozen_encoders=True)
         forward, loss = fusion_forward, fusion_loss_fn(config)
     elif stage == "end_to_end":
-        config = defaults(EndToEnd)
+        config = EndToEnd()
         model = CrossFuse(model_config(config))
         forward, loss = fusion_forward, fusion_loss_fn(config)
     else:

@@ -39,9 +39,10 @@ from dataio.demo_data import make_demo_dataset
 from evaluation.metric_profiles import get_profile
 from formats import run_layout
 from formats.run_layout import END_TO_END, STAGE1, TWO_STAGE, WARM_START
-from training.config import defaults, parse_overrides, with_preset
+from training.config import parse_overrides, with_preset
 from utils.atomic import atomic_write, check_writable
 from utils.errors import CrossFuseError
+from utils.settings import defaults
 
 ROOT = Path(__file__).resolve().parent
 ARMS = (TWO_STAGE, END_TO_END, WARM_START)

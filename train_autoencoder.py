@@ -8,7 +8,6 @@ Writes out_root/autoencoder/auto_encoder_epoch_N_{ir,vi}.model and loss/loss_dat
 """
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,8 +25,8 @@ from training.trainer import Job, train
 from utils.errors import CrossFuseError
 
 
-def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | None = None) -> Job:
-    out_dir = run_layout.run_dir(config["out_root"], run_layout.STAGE1)
+def autoencoder_job(config: Stage1, modality: str, model: AutoEncoder | None = None) -> Job:
+    out_dir = run_layout.run_dir(config.out_root, run_layout.STAGE1)
     dataset = make_dataset(training_images(config, modality), config)
     model = model or AutoEncoder(model_config(config))
 
@@ -42,12 +41,12 @@ def autoencoder_job(config: dict[str, Any], modality: str, model: AutoEncoder | 
 
 def main(argv: list[str]) -> None:
     config = settings(Stage1, argv, __doc__)
-    if config["images"] and config["modality"] == "both":
+    if config.images and config.modality == "both":
         raise CrossFuseError("--images is one modality's folder: give --modality=ir or --modality=vi with it")
     runtime: Runtime = start_runtime(config)
     announce("Stage 1: autoencoders", config, runtime)
-    for modality in ("ir", "vi") if config["modality"] == "both" else (config["modality"],):
-        torch.manual_seed(config["seed"])
+    for modality in ("ir", "vi") if config.modality == "both" else (config.modality,):
+        torch.manual_seed(config.seed)
         train(autoencoder_job(config, modality), config, runtime)
 
 

@@ -13,7 +13,6 @@ run, and its checkpoints record where the encoders came from. Log lines carry th
 """
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -31,16 +30,16 @@ from utils.errors import CrossFuseError
 COLD, WARM = "end-to-end", "end-to-end, warm start"
 
 
-def warm_start_sources(config: dict[str, Any]) -> list[Path]:
+def warm_start_sources(config: EndToEnd) -> list[Path]:
     """The IR and VIS encoder files a warm start begins from; [] for a cold start."""
-    files = [config["init_ir_encoder"], config["init_vi_encoder"]]
-    given = [bool(config["init_from"]), bool(config["init_reference"]), any(files)]
+    files = [config.init_ir_encoder, config.init_vi_encoder]
+    given = [bool(config.init_from), bool(config.init_reference), any(files)]
     if sum(given) > 1:
         raise CrossFuseError("give one of --init_from, --init_reference or --init_ir_encoder/--init_vi_encoder")
-    if config["init_reference"]:
-        return list(find_reference(config["init_reference"])[:2])
-    if config["init_from"]:
-        folder = Path(config["init_from"])
+    if config.init_reference:
+        return list(find_reference(config.init_reference)[:2])
+    if config.init_from:
+        folder = Path(config.init_from)
         if not folder.is_dir():
             raise CrossFuseError(f"--init_from={folder}: stage-1 output folder not found")
         return [run_layout.latest_stage1(folder, m) for m in run_layout.MODALITIES]
@@ -49,7 +48,7 @@ def warm_start_sources(config: dict[str, Any]) -> list[Path]:
     return [Path(f) for f in files if f]
 
 
-def build_model(config: dict[str, Any], sources: list[Path]) -> CrossFuse:
+def build_model(config: EndToEnd, sources: list[Path]) -> CrossFuse:
     """A fresh model; with sources, its encoders are those files' (their widths win) and stay trainable."""
     if not sources:
         return CrossFuse(model_config(config))
@@ -61,7 +60,7 @@ def build_model(config: dict[str, Any], sources: list[Path]) -> CrossFuse:
     return CrossFuse.from_parts(ir, vi, FusionNet(model_config(config, **widths)))
 
 
-def end_to_end_job(config: dict[str, Any], model: CrossFuse, device: torch.device,
+def end_to_end_job(config: EndToEnd, model: CrossFuse, device: torch.device,
                    sources: list[Path] | None = None) -> Job:
     """Every part trains; a warm start writes its own folder and its files record where the encoders came from."""
     meta = {"approach": WARM if sources else COLD}
@@ -78,7 +77,7 @@ def main(argv: list[str]) -> None:
     sources = warm_start_sources(config)
     announce("End-to-end training" + (f", warm start from {sources[0]}, {sources[1]}" if sources else ""),
              config, runtime)
-    torch.manual_seed(config["seed"])
+    torch.manual_seed(config.seed)
     model = build_model(config, sources)
     train(end_to_end_job(config, model, runtime.device, sources), config, runtime)
 

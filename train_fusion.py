@@ -10,7 +10,6 @@ loss/loss_data_trans_eK.mat.
 """
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -35,19 +34,19 @@ def latest_autoencoder(folder: Path, modality: str) -> Path:
     return path
 
 
-def stage1_encoders(config: dict[str, Any]) -> tuple[Encoder, Encoder, list[Path]]:
+def stage1_encoders(config: Stage2) -> tuple[Encoder, Encoder, list[Path]]:
     """The frozen encoders: given files, the paper's released ones, or stage 1's latest epoch."""
-    if config["reference"]:
-        ir, vi, _ = find_reference(config["reference"])
+    if config.reference:
+        ir, vi, _ = find_reference(config.reference)
     else:
-        folder = run_layout.run_dir(config["out_root"], run_layout.STAGE1)
-        ir = Path(config["ir_encoder"]) if config["ir_encoder"] else latest_autoencoder(folder, "ir")
-        vi = Path(config["vi_encoder"]) if config["vi_encoder"] else latest_autoencoder(folder, "vi")
-    swap = config["allow_other_modality"]
+        folder = run_layout.run_dir(config.out_root, run_layout.STAGE1)
+        ir = Path(config.ir_encoder) if config.ir_encoder else latest_autoencoder(folder, "ir")
+        vi = Path(config.vi_encoder) if config.vi_encoder else latest_autoencoder(folder, "vi")
+    swap = config.allow_other_modality
     return load_encoder(ir, "ir", swap), load_encoder(vi, "vi", swap), [ir, vi]
 
 
-def fusion_model(config: dict[str, Any], ir: Encoder, vi: Encoder, sources: tuple[Path, Path] | None = None
+def fusion_model(config: Stage2, ir: Encoder, vi: Encoder, sources: tuple[Path, Path] | None = None
                  ) -> CrossFuse:
     """A fresh fusion network sized to the encoders, frozen encoders attached."""
     fields = ("shallow", "growth", "dense_layers", "deep")
@@ -66,7 +65,7 @@ def main(argv: list[str]) -> None:
     runtime = start_runtime(config)
     announce("Stage 2: fusion network on frozen encoders", config, runtime)
     ir, vi, sources = stage1_encoders(config)
-    torch.manual_seed(config["seed"])
+    torch.manual_seed(config.seed)
     model = fusion_model(config, ir, vi, tuple(sources))
     meta = {"approach": run_layout.TWO_STAGE, "encoders": [str(s) for s in sources]}
     job = fusion_job(config, model, runtime.device, run_layout.TWO_STAGE, "Stage 2", meta, save_encoders=False)

@@ -5,14 +5,16 @@ anything else is a bug and keeps its traceback).
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import torch.distributed as dist
 
 from dataio.demo_data import make_demo_dataset
-from training.config import check_ranges, help_text, model_config, parse_overrides, presets, with_preset
+from training.config import check_ranges, help_text, model_config, parse_overrides, with_preset
 from utils.errors import CrossFuseError
+from utils.settings import Settings, presets
 
+S = TypeVar("S", bound=Settings)
 INTERRUPTED = "interrupted: rerun with --resume to continue from the last checkpoint"
 
 DEMO = dict(dataset="data/demo/train", test_dir="data/demo/test", out_root="models/demo", train_num=0,
@@ -20,7 +22,7 @@ DEMO = dict(dataset="data/demo/train", test_dir="data/demo/test", out_root="mode
             lr_step_epochs=30, shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)
 
 
-def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
+def settings(args_class: type[S], argv: list[str], doc: str) -> S:
     """The args file's values, then its --preset's, then the demo's (with --demo), then the command line's."""
     config = with_preset(args_class, argv)
     if "-h" in argv or "--help" in argv:
@@ -30,8 +32,8 @@ def settings(args_class: type, argv: list[str], doc: str) -> dict[str, Any]:
         make_demo_dataset(Path("data/demo"))
         demo = {k: v for k, v in DEMO.items() if k in config}
         config.update(demo, epochs=args_class.demo_epochs)
-    config = check_ranges(parse_overrides(config, argv))
-    if "deep" in config:  # the whole model is configured here: check how its widths fit together
+    config = args_class(**check_ranges(parse_overrides(config, argv)))
+    if hasattr(config, "deep"):  # the whole model is configured here: check how its widths fit together
         model_config(config)
     return config
 

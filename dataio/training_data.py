@@ -2,7 +2,6 @@
 and the fixed preview items shown every epoch."""
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -11,71 +10,72 @@ from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
 from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit
 from dataio.pairs import Pair, find_images, find_pairs
 from utils.errors import CrossFuseError
+from utils.settings import Settings
 
 
-def _dataset_root(config: dict[str, Any]) -> Path:
-    root = Path(config["dataset"])
+def _dataset_root(config: Settings) -> Path:
+    root = Path(config.dataset)
     if not root.exists():
         raise CrossFuseError(f"{root}: dataset not found. Get KAIST as data/README.md explains, point "
                              "--dataset=DIR at another set (e.g. ../shared/data/roadscene), or try --demo")
     return root
 
 
-def training_pairs(config: dict[str, Any]) -> list[Pair]:
+def training_pairs(config: Settings) -> list[Pair]:
     """The first train_num IR/VIS pairs of the configured dataset; unpaired files are reported."""
     scan = find_pairs(_dataset_root(config))
     if scan.unpaired:
         shown = ", ".join(str(p) for p in scan.unpaired[:5])
         print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
               + (" ..." if len(scan.unpaired) > 5 else ""), file=sys.stderr)
-    return limit(scan.pairs, config["train_num"])
+    return limit(scan.pairs, config.train_num)
 
 
-def training_images(config: dict[str, Any], modality: str) -> list[Path]:
+def training_images(config: Settings, modality: str) -> list[Path]:
     """Stage-1 images: a plain folder (`images`), or one side of the dataset's pairs."""
-    if config.get("images"):
-        return limit(find_images(Path(config["images"])), config["train_num"])
+    if getattr(config, "images", ""):
+        return limit(find_images(Path(config.images)), config.train_num)
     return [getattr(p, modality) for p in training_pairs(config)]
 
 
-def _cache_dir(config: dict[str, Any]) -> Path:
+def _cache_dir(config: Settings) -> Path:
     """Beside the data when that folder is writable, else under the output root."""
-    beside = Path(config.get("images") or config["dataset"]) / ".crossfuse_cache"
+    beside = Path(getattr(config, "images", "") or config.dataset) / ".crossfuse_cache"
     try:
         beside.mkdir(exist_ok=True)
         return beside
     except OSError:
-        return Path(config["out_root"]) / "cache"
+        return Path(config.out_root) / "cache"
 
 
-def make_dataset(items: list[Pair] | list[Path], config: dict[str, Any]) -> Dataset:
+def make_dataset(items: list[Pair] | list[Path], config: Settings) -> Dataset:
     """Decoding (PairDataset/ImageDataset) or memory-mapped cache datasets of the configured transform."""
-    transform = ImageTransform(config["image_size"], config["crop"], config["hflip"], config["vflip"])
+    transform = ImageTransform(config.image_size, config.crop, config.hflip, config.vflip)
     pairs = bool(items) and isinstance(items[0], Pair)
-    if config["cache"]:
-        path = build_cache(items, config["image_size"], _cache_dir(config), workers=config["workers"])
-        return (CachedPairDataset if pairs else CachedImageDataset)(path, transform, config["seed"])
-    dataset = (PairDataset if pairs else ImageDataset)(items, transform, config["seed"], config["on_error"])
+    if config.cache:
+        path = build_cache(items, config.image_size, _cache_dir(config), workers=config.workers)
+        return (CachedPairDataset if pairs else CachedImageDataset)(path, transform, config.seed)
+    dataset = (PairDataset if pairs else ImageDataset)(items, transform, config.seed, config.on_error)
     skipped = dataset.validate()
     if skipped:
         print(f"warning: {skipped} unreadable or mismatched items left out (on_error=raise stops instead)",
               file=sys.stderr)
     if len(dataset) == 0:
-        raise CrossFuseError(f"{config['dataset']}: no usable training images")
+        raise CrossFuseError(f"{config.dataset}: no usable training images")
     return dataset
 
 
-def preview_batch(dataset: Dataset, config: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+def preview_batch(dataset: Dataset, config: Settings) -> tuple[torch.Tensor, ...]:
     """The first preview_images items of the test folder (held out) when one is set, else of the training set.
 
     Resized like the training data, so they batch together; the grid shows the same items every epoch.
     """
-    if config["preview_images"] == 0:
+    if config.preview_images == 0:
         return ()
-    if config.get("test_dir"):
-        pairs = find_pairs(Path(config["test_dir"])).pairs[: config["preview_images"]]
-        transform = ImageTransform(config["image_size"])
-        dataset = PairDataset(pairs, transform, config["seed"], "raise")
-    items = [dataset[i] for i in range(min(config["preview_images"], len(dataset)))]
+    if getattr(config, "test_dir", ""):
+        pairs = find_pairs(Path(config.test_dir)).pairs[: config.preview_images]
+        transform = ImageTransform(config.image_size)
+        dataset = PairDataset(pairs, transform, config.seed, "raise")
+    items = [dataset[i] for i in range(min(config.preview_images, len(dataset)))]
     items = [item if isinstance(item, tuple) else (item,) for item in items]
     return tuple(torch.stack(parts) for parts in zip(*items, strict=True)) if items else ()

@@ -28,9 +28,10 @@ from inference.files import fuse_gray
 from net.config import ConfigError, ModelConfig
 from net.model import CrossFuse
 from tests.tiny import ENCODER, FUSION, train_args
-from training.config import FREE_TEXT, RULES, defaults
+from training.config import FREE_TEXT, RULES
 from utils.atomic import atomic_save
 from utils.errors import CrossFuseError
+from utils.settings import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [*ENCODER, *FUSION]

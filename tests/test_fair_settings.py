@@ -9,8 +9,8 @@ from formats.checkpoint import load_crossfuse, save_model
 from net.config import ConfigError, ModelConfig
 from net.layers import box_mean_3x3
 from net.model import CrossFuse, standardise_pair
-from training.config import defaults
 from utils.errors import CrossFuseError
+from utils.settings import defaults
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)
 
@@ -72,21 +72,21 @@ FAIRNESS_KEYS = ("batch_size", "lr", "epochs", "weight_decay", "lr_schedule", "l
 @pytest.mark.parametrize("preset", ["fair", "cpu"])
 def test_preset_trains_both_arms_alike(preset):
     stage2, end_to_end = (settings(cls, [f"--preset={preset}"], "") for cls in (Stage2, EndToEnd))
-    assert stage2["preset"] == end_to_end["preset"] == preset
-    assert {k: stage2[k] for k in FAIRNESS_KEYS} == {k: end_to_end[k] for k in FAIRNESS_KEYS}
+    assert stage2.preset == end_to_end.preset == preset
+    assert {k: getattr(stage2, k) for k in FAIRNESS_KEYS} == {k: getattr(end_to_end, k) for k in FAIRNESS_KEYS}
 
 
 def test_reference_preset_is_the_args_files():
     for cls in (Stage1, Stage2, EndToEnd):
-        assert settings(cls, ["--preset=reference"], "") == {**defaults(cls), "preset": "reference"}
-    assert settings(Stage2, [], "")["lr_schedule"] == "step"
-    assert settings(EndToEnd, [], "")["lr_schedule"] == "cosine"
+        assert settings(cls, ["--preset=reference"], "").as_dict() == {**defaults(cls), "preset": "reference"}
+    assert settings(Stage2, [], "").lr_schedule == "step"
+    assert settings(EndToEnd, [], "").lr_schedule == "cosine"
 
 
 def test_command_line_wins_over_the_preset_wherever_it_stands():
     for argv in (["--epochs=3", "--preset=cpu"], ["--preset=cpu", "--epochs=3"]):
         config = settings(EndToEnd, argv, "")
-        assert config["epochs"] == 3 and config["image_size"] == 128
+        assert config.epochs == 3 and config.image_size == 128
 
 
 def test_unknown_preset_is_one_line():
@@ -102,5 +102,17 @@ def test_shared_settings_are_declared_once():
 
 
 def test_old_step_setting_still_works_with_a_warning(capsys):
-    assert settings(Stage1, ["--step=3"], "")["log_every"] == 3
+    assert settings(Stage1, ["--step=3"], "").log_every == 3
     assert "--step is deprecated, use --log_every" in capsys.readouterr().err
+
+
+def test_settings_are_typed_and_frozen():
+    config = settings(EndToEnd, ["--epochs=3"], "")
+    assert isinstance(config, EndToEnd) and config.epochs == 3 and isinstance(config.lr, float)
+    with pytest.raises(AttributeError, match="frozen"):
+        config.epochs = 4
+    with pytest.raises(AttributeError):
+        config.epochz  # noqa: B018 - a misspelt setting fails where it is read
+    assert config.replace(epochs=4).epochs == 4 and config.epochs == 3
+    with pytest.raises(CrossFuseError, match="unknown setting"):
+        EndToEnd(epochz=4)

@@ -166,7 +166,7 @@ def test_real_training_steps_never_read_the_device(monkeypatch, stage):
         loss, forward = jobs.fusion_loss_fn(settings(EndToEnd, [], "")), jobs.fusion_forward
         batch = (torch.rand(2, 1, 32, 32) * 255, torch.rand(2, 1, 32, 32) * 255)
     job = Job(stage, stage, Path("."), model.train(), [], forward, loss, lambda m, e: [])
-    optimizer = make_optimizer(model, {"lr": 1e-3, "weight_decay": 0.9})
+    optimizer = make_optimizer(model, Stage1(lr=1e-3, weight_decay=0.9))
     before = [p.detach().clone() for p in optimizer.param_groups[0]["params"]]
     with Syncs(monkeypatch) as syncs:
         train_step(job, model, optimizer, batch, False, Runtime(torch.device("cpu")), torch.ones(()))

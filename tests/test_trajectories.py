@@ -75,7 +75,7 @@ def pairs(trajectories) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def test_stage1_trajectory(trajectories, reference_dir):
     entry = trajectories["stage1_ir"]
     config = settings(Stage1, [], "")
-    assert config["lr"] == entry["lr"]
+    assert config.lr == entry["lr"]
     model, _, _ = reference_parts(reference_dir)
     batches = [(b["ir"][..., :64, :64],) for b in trajectories["batches"]]
     got = trajectory(model.train(), lambda m, b: m(b[0]), jobs.reconstruction_loss_fn(config), config, batches)
@@ -86,7 +86,7 @@ def test_stage2_trajectory(trajectories, reference_dir, tmp_path):
     entry = trajectories["stage2"]
     subprocess.run([sys.executable, str(reference_dir / "official_weights.py"), str(tmp_path)], check=True)
     config = settings(Stage2, [f"--reference={tmp_path}"], "")
-    assert config["lr"] == entry["lr"]
+    assert config.lr == entry["lr"]
     ir, vi, _ = train_fusion.stage1_encoders(config)
     model = train_fusion.fusion_model(config, ir, vi)
     _, _, fusion = reference_parts(reference_dir)
@@ -98,7 +98,7 @@ def test_stage2_trajectory(trajectories, reference_dir, tmp_path):
 def test_end_to_end_trajectory(trajectories, reference_dir):
     entry = trajectories["end_to_end"]
     config = settings(EndToEnd, ["--temperature=fixed"], "")
-    assert config["lr"] == entry["lr"]
+    assert config.lr == entry["lr"]
     ir, vi, fusion = reference_parts(reference_dir)
     model = CrossFuse.from_parts(ir.encoder, vi.encoder, fusion).train()
     got = trajectory(model, jobs.fusion_forward, jobs.fusion_loss_fn(config), config, pairs(trajectories))

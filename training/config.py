@@ -18,6 +18,7 @@ from typing import Any
 from net.config import FEATURE_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
+from utils.settings import Settings, defaults, presets
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -65,27 +66,6 @@ def check_ranges(config: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise CrossFuseError(f"setting out of range: {'; '.join(bad)}")
     return config
-
-
-CLASS_FACTS = ("presets", "demo_epochs")  # attributes of an args class that are not settings
-
-
-def defaults(args_class: type) -> dict[str, Any]:
-    """The settings of an args class and its bases, in file order (a subclass's value wins)."""
-    config: dict[str, Any] = {}
-    for cls in reversed(args_class.__mro__[:-1]):
-        config.update({k: v for k, v in vars(cls).items()
-                       if not k.startswith("_") and not callable(v) and k not in CLASS_FACTS})
-    return config
-
-
-def presets(args_class: type) -> dict[str, dict[str, Any]]:
-    """Named presets of an args class, merged down its bases; "reference" is the file's own values."""
-    merged: dict[str, dict[str, Any]] = {"reference": {}}
-    for cls in reversed(args_class.__mro__[:-1]):
-        for name, values in vars(cls).get("presets", {}).items():
-            merged.setdefault(name, {}).update(values)
-    return merged
 
 
 def with_preset(args_class: type, argv: list[str]) -> dict[str, Any]:
@@ -166,9 +146,9 @@ def help_text(config: dict[str, Any], doc: str, named: dict[str, dict[str, Any]]
             + f"\n\nSettings (override with --key=value):\n{format_config(config)}")
 
 
-def model_config(config: dict[str, Any], **overrides: Any) -> ModelConfig:
-    """The ModelConfig fields present in a settings dict; a misfit is the suite's one-line error."""
+def model_config(config: Settings, **overrides: Any) -> ModelConfig:
+    """The ModelConfig fields present in a run's settings; a misfit is the suite's one-line error."""
     try:
-        return ModelConfig.from_dict({**config, **overrides})
+        return ModelConfig.from_dict({**config.as_dict(), **overrides})
     except ConfigError as e:
         raise CrossFuseError(str(e)) from None

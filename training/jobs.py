@@ -14,13 +14,14 @@ from formats.checkpoint import save_model
 from inference.files import fuse_pair, read_pair
 from training.losses import fusion_loss, reconstruction_loss
 from training.trainer import Batch, Job, LossFn, TestHook
+from utils.settings import Settings
 
 
-def fuse_test_set(config: dict[str, Any], out_dir: Path, device: torch.device) -> TestHook | None:
+def fuse_test_set(config: Settings, out_dir: Path, device: torch.device) -> TestHook | None:
     """A callback fusing the configured test folder into out_dir/test/epoch_N, or None without one."""
-    if not config["test_dir"]:
+    if not config.test_dir:
         return None
-    pairs = find_pairs(Path(config["test_dir"])).pairs
+    pairs = find_pairs(Path(config.test_dir)).pairs
     for pair in pairs:  # a bad test pair fails now, not after the first epoch's training
         read_pair(pair)
 
@@ -41,14 +42,14 @@ def reconstruction_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch[0])
 
 
-def fusion_loss_fn(config: dict[str, Any]) -> LossFn:
+def fusion_loss_fn(config: Settings) -> LossFn:
     """Spec section 7 with the configured weights; batch = (ir, vi)."""
-    return lambda out, batch: fusion_loss(out, batch[0], batch[1], config["w_int"], config["w_grad"])
+    return lambda out, batch: fusion_loss(out, batch[0], batch[1], config.w_int, config.w_grad)
 
 
-def reconstruction_loss_fn(config: dict[str, Any]) -> LossFn:
+def reconstruction_loss_fn(config: Settings) -> LossFn:
     """Spec section 3 with the configured weights; batch = (image,)."""
-    return lambda out, batch: reconstruction_loss(out, batch[0], config["w_mse"], config["w_ssim"])
+    return lambda out, batch: reconstruction_loss(out, batch[0], config.w_mse, config.w_ssim)
 
 
 def mean_temperature(model: nn.Module) -> torch.Tensor:
@@ -57,14 +58,14 @@ def mean_temperature(model: nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().flatten() for t in temps]).mean() if temps else next(model.parameters()).new_ones(())
 
 
-def fusion_job(config: dict[str, Any], model: nn.Module, device: torch.device, approach: str, title: str,
+def fusion_job(config: Settings, model: nn.Module, device: torch.device, approach: str, title: str,
                meta: dict[str, Any], save_encoders: bool) -> Job:
     """A fusion training job on the dataset's pairs, writing `approach`'s files under out_root.
 
     Each epoch saves the complete model (and, with save_encoders, each trained encoder on its own),
     every file recording `meta`.
     """
-    out_dir = run_layout.run_dir(config["out_root"], approach)
+    out_dir = run_layout.run_dir(config.out_root, approach)
     dataset = make_dataset(training_pairs(config), config)
 
     def save(m: nn.Module, epoch: int) -> list[Path]:

@@ -1,32 +1,32 @@
 """The optimiser of all three regimes: Adam with the reference's weight decay, the lr schedule, and
 the device-side skip of a step whose loss was not finite."""
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
 from utils.errors import CrossFuseError
+from utils.settings import Settings
 
 
-def lr_at(config: dict[str, Any], epoch: int) -> float:
+def lr_at(config: Settings, epoch: int) -> float:
     """Learning rate of a 0-based epoch: the reference's step drop, or cosine down to lr_min."""
-    lr = config["lr"]
-    if config["lr_schedule"] == "step":
-        return lr * (config["lr_gamma"] if epoch >= config["lr_step_epochs"] else 1.0)
-    if config["lr_schedule"] == "cosine":
-        lo = config["lr_min"]
-        return lo + (lr - lo) * (1 + math.cos(math.pi * epoch / config["epochs"])) / 2
-    raise CrossFuseError(f"lr_schedule={config['lr_schedule']!r}: expected step or cosine")
+    lr = config.lr
+    if config.lr_schedule == "step":
+        return lr * (config.lr_gamma if epoch >= config.lr_step_epochs else 1.0)
+    if config.lr_schedule == "cosine":
+        lo = config.lr_min
+        return lo + (lr - lo) * (1 + math.cos(math.pi * epoch / config.epochs)) / 2
+    raise CrossFuseError(f"lr_schedule={config.lr_schedule!r}: expected step or cosine")
 
 
-def make_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Adam:
+def make_optimizer(model: nn.Module, config: Settings) -> torch.optim.Adam:
     """Adam over the trainable parameters only, with the reference's weight decay.
 
     Fused: its found_inf input lets step_if skip a non-finite step on the device.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"], fused=True)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
 def step_if(optimizer: torch.optim.Optimizer, good: torch.Tensor) -> None:

@@ -32,6 +32,7 @@ from utils.atomic import atomic_save, atomic_write, check_writable
 from utils.cores import pick_threads, process_cores
 from utils.device import autocast, peak_memory
 from utils.errors import CrossFuseError
+from utils.settings import Settings
 
 STATE_FORMAT = "crossfuse-train-state/1"
 Batch = tuple[torch.Tensor, ...]
@@ -91,10 +92,10 @@ class Progress:
     threads: int = 0  # torch CPU threads the run started with; a resumed run keeps them (same rounding)
 
 
-def save_state(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any]) -> None:
+def save_state(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, record: dict[str, Any]) -> None:
     atomic_save({"format": STATE_FORMAT, "job": job.name, "model": job.model.state_dict(),
                  "optimizer": optimizer.state_dict(), "progress": vars(progress), "rng": rng_state(),
-                 "config": config}, state_path(job))
+                 "config": record}, state_path(job))
 
 
 # Settings a resumed run must share with the interrupted one: they decide which batch comes next, or
@@ -103,7 +104,7 @@ RESUME_FIXED = ("dataset", "images", "modality", "train_num", "image_size", "cro
                 "batch_size", "seed", "world_size", *ModelConfig.__dataclass_fields__)
 
 
-def load_state(job: Job, optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> Progress:
+def load_state(job: Job, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> Progress:
     """Restore a training state, refusing settings that would break the step-exact resume."""
     path = state_path(job)
     try:
@@ -113,8 +114,8 @@ def load_state(job: Job, optimizer: torch.optim.Optimizer, config: dict[str, Any
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("job") != job.name:
         raise CrossFuseError(f"{path}: not a training state of {job.name}")
     saved = state["config"]
-    changed = {k: (saved.get(k), config.get(k)) for k in saved.keys() | config.keys()
-               if k not in ("resume", "demo") and saved.get(k) != config.get(k)}
+    changed = {k: (saved.get(k), record.get(k)) for k in saved.keys() | record.keys()
+               if k not in ("resume", "demo") and saved.get(k) != record.get(k)}
     fixed = [f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()) if k in RESUME_FIXED]
     if fixed:
         raise CrossFuseError(f"{path}: cannot resume with changed {', '.join(fixed)} (they decide the data order "
@@ -127,20 +128,20 @@ def load_state(job: Job, optimizer: torch.optim.Optimizer, config: dict[str, Any
     return Progress(**state["progress"])
 
 
-def record_config(job: Job, config: dict[str, Any], progress: Progress) -> None:
+def record_config(job: Job, record: dict[str, Any], progress: Progress) -> None:
     """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume."""
     history_path = run_layout.config_history_file(job.out_dir, job.name)
     history = json.loads(history_path.read_text()) if progress.batch or progress.epoch else []
     history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": progress.epoch + 1,
-                    "batch": progress.batch, "config": config})
-    save_config(config, run_layout.config_file(job.out_dir, job.name))
+                    "batch": progress.batch, "config": record})
+    save_config(record, run_layout.config_file(job.out_dir, job.name))
     atomic_write(history_path, lambda temp: temp.write_text(json.dumps(history, indent=2) + "\n"))
 
 
-def write_losses(job: Job, progress: Progress, epoch: int, config: dict[str, Any], memory_kind: str) -> Path:
+def write_losses(job: Job, progress: Progress, epoch: int, record: dict[str, Any], memory_kind: str) -> Path:
     """loss/loss_data_<name>_e<K>.mat: per-step total (`loss_data`, as the reference), terms, lr, temperature."""
     return run_layout.write_losses(run_layout.loss_file(job.out_dir, job.name, epoch), progress.history,
-                                   progress.epoch_time, progress.peak_memory, memory_kind, config)
+                                   progress.epoch_time, progress.peak_memory, memory_kind, record)
 
 
 def save_preview(job: Job, model: nn.Module, epoch: int, device: torch.device) -> Path | None:
@@ -169,20 +170,20 @@ def log_line(job: Job, epoch: int, epochs: int, batch: int, batches: int, lr: fl
     return " - ".join(parts)
 
 
-def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
-    """Train job.model for config['epochs'] epochs, resuming from its training state when asked."""
+def train(job: Job, config: Settings, runtime: Runtime) -> None:
+    """Train job.model for config.epochs epochs, resuming from its training state when asked."""
     device, main = runtime.device, runtime.main
-    config = {**config, "world_size": runtime.world}
+    record = {**config.as_dict(), "world_size": runtime.world}  # what the state, config and loss files keep
     job.model.to(device)
     optimizer = make_optimizer(job.model, config)
     progress = Progress()
     if main:
         check_writable(job.out_dir)
-    if config["resume"] and state_path(job).is_file():
-        progress = load_state(job, optimizer, config)
+    if config.resume and state_path(job).is_file():
+        progress = load_state(job, optimizer, record)
         if main:
             print(f"resuming {job.name} at epoch {progress.epoch + 1}, batch {progress.batch}")
-    elif config["resume"] and main:
+    elif config.resume and main:
         print(f"warning: no training state at {state_path(job)}; starting {job.name} from scratch")
     if device.type == "cpu":
         progress.threads = progress.threads or pick_threads()
@@ -191,18 +192,18 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
             print(f"{job.name}: {progress.threads} CPU threads for {process_cores()} cores (the others are busy)"
                   if progress.threads < process_cores() else f"{job.name}: {progress.threads} CPU threads")
     if main:
-        record_config(job, config, progress)
+        record_config(job, record, progress)
     model = job.model
-    if config["compile"]:
+    if config.compile:
         model = torch.compile(model)
     if runtime.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    epochs = config["epochs"]
+    epochs = config.epochs
     good = torch.ones((), device=device)  # 0 from the first non-finite loss on: every later update is skipped
     suggested = False
     while progress.epoch < epochs:
         epoch = progress.epoch
-        loader = make_loader(job.dataset, config["batch_size"], True, config["workers"], config["seed"], epoch,
+        loader = make_loader(job.dataset, config.batch_size, True, config.workers, config.seed, epoch,
                              (runtime.rank, runtime.world), skip_batches=progress.batch)
         batches = loader.sampler.batches
         lr = lr_at(config, epoch)
@@ -217,31 +218,31 @@ def train(job: Job, config: dict[str, Any], runtime: Runtime) -> None:
         for batch in bar:
             pending.waited += time.perf_counter() - pending.step_end
             batch = tuple(b.to(device, non_blocking=True) for b in (batch if isinstance(batch, list) else [batch]))
-            terms = train_step(job, model, optimizer, batch, config["amp"], runtime, good)
+            terms = train_step(job, model, optimizer, batch, config.amp, runtime, good)
             progress.batch += 1
             temperature = job.temperature(job.model) if job.temperature else None
             pending.add(terms, temperature, good, (lr, epoch + 1, progress.batch))
             steps = len(progress.history.get("total", ())) + len(pending.rows)
-            log_now = progress.batch % config["log_every"] == 0 or progress.batch == batches
-            checkpoint_now = steps % config["checkpoint_every"] == 0 and progress.batch < batches
+            log_now = progress.batch % config.log_every == 0 or progress.batch == batches
+            checkpoint_now = steps % config.checkpoint_every == 0 and progress.batch < batches
             if log_now or checkpoint_now:  # the host reads the device only here
                 values = pending.read(job, progress)
                 if main and log_now:
                     tqdm.write(log_line(job, epoch + 1, epochs, progress.batch, batches, lr,
                                         progress.history.get("temperature", [None])[-1], values))
-                    if not config["cache"]:
+                    if not config.cache:
                         suggested = suggest_cache(pending, suggested)
                 bar.set_postfix(loss=f"{values['total']:.4g}")
             progress.epoch_seconds = time.perf_counter() - started
             if main and checkpoint_now:
-                save_state(job, optimizer, progress, config)
+                save_state(job, optimizer, progress, record)
             pending.step_end = time.perf_counter()
         bar.close()
         progress.epoch_time.append(time.perf_counter() - started)
         progress.peak_memory.append(peak_memory(device))
         progress.epoch, progress.batch, progress.epoch_seconds = epoch + 1, 0, 0.0
         if main:
-            finish_epoch(job, optimizer, progress, config, epoch, device)
+            finish_epoch(job, optimizer, progress, record, epoch, device)
     if runtime.world > 1:
         dist.barrier()
 
@@ -324,7 +325,7 @@ def suggest_cache(pending: Pending, suggested: bool) -> bool:
     return suggested
 
 
-def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, config: dict[str, Any],
+def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, record: dict[str, Any],
                  epoch: int, device: torch.device) -> None:
     """Per-epoch outputs: .model files, the loss .mat and the state, then the optional preview and test.
 
@@ -332,8 +333,8 @@ def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress,
     it never costs training progress.
     """
     files = job.save_models(job.model, epoch + 1)
-    files.append(write_losses(job, progress, epoch, config, "cuda" if device.type == "cuda" else "rss"))
-    save_state(job, optimizer, progress, config)
+    files.append(write_losses(job, progress, epoch, record, "cuda" if device.type == "cuda" else "rss"))
+    save_state(job, optimizer, progress, record)
     mem = progress.peak_memory[-1] / 2**20
     print(f"{job.title} - epoch {epoch + 1} done in {progress.epoch_time[-1]:.1f} s, peak memory {mem:.0f} MiB, "
           f"loss {progress.history['total'][-1]:.4f}; wrote {', '.join(str(f) for f in files)}")
