@@ -22,7 +22,7 @@ from formats import run_layout
 from formats.checkpoint import find_reference, load_encoder
 from net.model import CrossFuse, FusionNet
 from training.config import model_config
-from training.jobs import fusion_job
+from training.jobs import encoder_widths, fusion_job
 from training.runtime import announce, start_runtime
 from training.trainer import Job, train
 from utils.errors import CrossFuseError
@@ -53,11 +53,7 @@ def build_model(config: EndToEnd, sources: list[Path]) -> CrossFuse:
     if not sources:
         return CrossFuse(model_config(config))
     ir, vi = (load_encoder(path, m) for path, m in zip(sources, run_layout.MODALITIES, strict=True))
-    fields = ("shallow", "growth", "dense_layers", "deep")
-    widths = {k: getattr(ir.cfg, k) for k in fields}
-    if widths != {k: getattr(vi.cfg, k) for k in fields}:
-        raise CrossFuseError(f"{sources[0]} and {sources[1]}: the IR and VIS encoders have different widths")
-    return CrossFuse.from_parts(ir, vi, FusionNet(model_config(config, **widths)))
+    return CrossFuse.from_parts(ir, vi, FusionNet(model_config(config, **encoder_widths(ir, vi, sources))))
 
 
 def end_to_end_job(config: EndToEnd, model: CrossFuse, device: torch.device,

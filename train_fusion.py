@@ -20,7 +20,7 @@ from formats.checkpoint import find_reference, latest_epoch_file, load_encoder
 from net.encoder import Encoder
 from net.model import CrossFuse, FusionNet
 from training.config import model_config
-from training.jobs import fusion_job
+from training.jobs import encoder_widths, fusion_job
 from training.runtime import announce, start_runtime
 from training.trainer import train
 from utils.errors import CrossFuseError
@@ -49,14 +49,7 @@ def stage1_encoders(config: Stage2) -> tuple[Encoder, Encoder, list[Path]]:
 def fusion_model(config: Stage2, ir: Encoder, vi: Encoder, sources: tuple[Path, Path] | None = None
                  ) -> CrossFuse:
     """A fresh fusion network sized to the encoders, frozen encoders attached."""
-    fields = ("shallow", "growth", "dense_layers", "deep")
-    widths = {k: getattr(ir.cfg, k) for k in fields}
-    if widths != {k: getattr(vi.cfg, k) for k in fields}:
-        shown = " and ".join(f"{path} has {tuple(getattr(e.cfg, k) for k in fields)}"
-                             for path, e in zip(sources or ("IR", "VIS"), (ir, vi), strict=True))
-        raise CrossFuseError(f"the stage-1 encoders have different widths (shallow, growth, dense_layers, deep): "
-                             f"{shown}; train both with one setting")
-    cfg = model_config(config, **widths)
+    cfg = model_config(config, **encoder_widths(ir, vi, sources or ("IR", "VIS")))
     return CrossFuse.from_parts(ir, vi, FusionNet(cfg), frozen_encoders=True)
 
 

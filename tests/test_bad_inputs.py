@@ -26,9 +26,11 @@ from dataio.pairs import find_pairs
 from formats.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
 from inference.files import fuse_gray
 from net.config import ConfigError, ModelConfig
+from net.encoder import Encoder
 from net.model import CrossFuse
 from tests.tiny import ENCODER, FUSION, train_args
 from training.config import FREE_TEXT, RULES
+from training.jobs import encoder_widths
 from utils.atomic import atomic_save
 from utils.errors import CrossFuseError
 from utils.settings import defaults
@@ -342,3 +344,10 @@ def test_stage1_width_mismatch_names_both_files(runs, data, tmp_path):
     vi = wide / "autoencoder/auto_encoder_epoch_1_vi.model"
     one_line_error(run("train_fusion.py", *train_args(data, tmp_path, "--epochs=1", f"--ir_encoder={ir}",
                                                       f"--vi_encoder={vi}")), str(ir), str(vi))
+
+
+def test_encoders_of_different_widths_are_one_line():
+    narrow, wide = (Encoder(ModelConfig(shallow=4, growth=4, deep=d, decoder=8, tile=4, heads=2)) for d in (8, 16))
+    assert encoder_widths(narrow, narrow) == {"shallow": 4, "growth": 4, "dense_layers": 3, "deep": 8}
+    with pytest.raises(CrossFuseError, match=r"ir.model has \(4, 4, 3, 8\) and vi.model has \(4, 4, 3, 16\)"):
+        encoder_widths(narrow, wide, ("ir.model", "vi.model"))

@@ -1,6 +1,7 @@
 """What the training scripts plug into the loop: forwards and losses per regime, the per-epoch test
 fusion, and the one job builder of the two fusion regimes (stage 2 and end-to-end), which differ only
 in which parts train, where they write and what their checkpoints record."""
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ from dataio.training_data import make_dataset, preview_batch, training_pairs
 from formats import run_layout
 from formats.checkpoint import save_model
 from inference.files import fuse_pair, read_pair
+from net.encoder import Encoder
 from training.losses import fusion_loss, reconstruction_loss
 from training.trainer import Batch, Job, LossFn, TestHook
+from utils.errors import CrossFuseError
 from utils.settings import Settings
 
 
@@ -80,3 +83,16 @@ def fusion_job(config: Settings, model: nn.Module, device: torch.device, approac
     return Job(name=run_layout.LAYOUTS[approach].job, title=title, out_dir=out_dir, model=model, dataset=dataset,
                forward=fusion_forward, loss=fusion_loss_fn(config), save_models=save, temperature=mean_temperature,
                test=fuse_test_set(config, out_dir, device), preview=preview_batch(dataset, config))
+
+
+ENCODER_WIDTHS = ("shallow", "growth", "dense_layers", "deep")
+
+
+def encoder_widths(ir: Encoder, vi: Encoder, sources: Sequence[Path | str] = ("IR", "VIS")) -> dict[str, int]:
+    """The widths two trained encoders share (a fusion model is built to them); different ones are an error."""
+    widths = [{k: getattr(e.cfg, k) for k in ENCODER_WIDTHS} for e in (ir, vi)]
+    if widths[0] != widths[1]:
+        shown = " and ".join(f"{path} has {tuple(w.values())}" for path, w in zip(sources, widths, strict=True))
+        raise CrossFuseError(f"the IR and VIS encoders have different widths ({', '.join(ENCODER_WIDTHS)}): "
+                             f"{shown}; train both with one setting")
+    return widths[0]
