@@ -4,7 +4,6 @@ Scenes mimic what makes fusion worthwhile: the VIS image carries texture and sha
 image carries smooth heat, and some objects exist in only one modality (a warm person hidden in a
 dark VIS region, a painted pattern with no thermal signature).
 """
-import argparse
 import json
 from pathlib import Path
 
@@ -133,19 +132,3 @@ def make_demo_dataset(root: Path = Path("data/demo"), n_train: int = 48, n_test:
             write_gray(root / split / "vi" / f"{i:03d}.png", vi)
     atomic_write(root / MARKER, lambda temp: temp.write_text(json.dumps(settings)))
     return root
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Generate the small synthetic IR/VIS demo data set.")
-    parser.add_argument("--root", type=Path, default=Path("data/demo"))
-    parser.add_argument("--n-train", type=int, default=48)
-    parser.add_argument("--n-test", type=int, default=6)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    root = make_demo_dataset(args.root, args.n_train, args.n_test, args.size, args.seed)
-    print(f"demo data set ready in {root}")
-
-
-if __name__ == "__main__":
-    main()
