@@ -92,7 +92,6 @@ class Fusion(Training):
     temperature = "fixed"  # fixed = 1 (reference); block = learnable, one per cross block; head = one per head
     feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/cpu-study.md)
     cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/cpu-study.md); False = reference
-    output_norm = "minmax"  # minmax (reference): per-image min-max stretch; percentile: 0.5-99.5th, clamped
     test_dir = ""  # a folder of test pairs (ir/vi subfolders) fused at each epoch end
 
 

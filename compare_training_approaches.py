@@ -521,8 +521,7 @@ def run_warnings(runs: dict[str, list[Run]], baseline: str) -> list[str]:
 # where the files, logging and hardware go is not among them.
 TRAINING_KEYS = ("preset", "dataset", "train_num", "image_size", "crop", "hflip", "vflip", "batch_size", "epochs", "lr",
                  "lr_schedule", "lr_step_epochs", "lr_gamma", "lr_min", "weight_decay", "optimizer", "warmup_epochs",
-                 "grad_clip", "w_int", "w_grad", "feature_norm", "cam_gate", "output_norm", "temperature", "amp",
-                 "seed")
+                 "grad_clip", "w_int", "w_grad", "feature_norm", "cam_gate", "temperature", "amp", "seed")
 
 
 def training_differences(runs: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:

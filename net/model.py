@@ -20,7 +20,6 @@ class FusionDecoder(nn.Module):
         self.conv3 = ConvBN(cfg.decoder, cfg.shallow)
         self.conv4 = ConvBN(cfg.shallow, cfg.shallow)
         self.out = ConvBN(cfg.shallow, 1, 1)
-        self.stretch = percentile_stretch if cfg.output_norm == "percentile" else stretch_to_255
 
     def forward(self, cf: torch.Tensor, ir_sh: torch.Tensor, ir_de: torch.Tensor,
                 vi_sh: torch.Tensor, vi_de: torch.Tensor) -> torch.Tensor:
@@ -38,7 +37,7 @@ class FusionDecoder(nn.Module):
             wx.mul_(0.5)  # the reference halves the IR term
         # z + 0.5 wx ir_sh + wy vi_sh, with one full-resolution temporary instead of five
         z = self.out(torch.addcmul(z, wx, ir_sh).addcmul_(wy, vi_sh))
-        return self.stretch(z)
+        return stretch_to_255(z)
 
 
 FLAT_RANGE = 1e-3  # an output whose max - min is below this share of its magnitude is flat
@@ -54,24 +53,6 @@ def stretch_to_255(z: torch.Tensor) -> torch.Tensor:
     hi = z.amax(dim=(-2, -1), keepdim=True)
     flat = (hi - lo) <= FLAT_RANGE * torch.maximum(hi.abs(), lo.abs()).clamp_min(1.0)
     return torch.where(flat, z, (z - lo) / (hi - lo + 1e-6) * 255)
-
-
-OUTLIER_SHARE = 0.005  # percentile_stretch: the share of pixels at each end left out of the range
-
-
-def percentile_stretch(z: torch.Tensor) -> torch.Tensor:
-    """The 0.5th..99.5th percentile of each image stretched to 0..255, the rest clamped.
-
-    With the min-max stretch a handful of extreme pixels set the range: the CPU-scale end-to-end
-    fusions hold 98% of their pixels in 43% of 0..255, washed out (docs/cpu-study.md). Here outliers
-    are clamped instead, so they neither set the range nor get a gradient that would make more of them.
-    """
-    flat = z.flatten(-2)
-    k = max(1, round(OUTLIER_SHARE * flat.shape[-1]))
-    lo = flat.kthvalue(k, dim=-1, keepdim=True).values.unsqueeze(-1)
-    hi = flat.kthvalue(flat.shape[-1] - k + 1, dim=-1, keepdim=True).values.unsqueeze(-1)
-    flat_image = (hi - lo) <= FLAT_RANGE * torch.maximum(hi.abs(), lo.abs()).clamp_min(1.0)
-    return torch.where(flat_image, z, ((z - lo) / (hi - lo + 1e-6) * 255).clamp(0, 255))
 
 
 def standardise_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:

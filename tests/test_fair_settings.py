@@ -8,7 +8,7 @@ from cli.entry import settings
 from formats.checkpoint import load_crossfuse, save_model
 from net.config import ConfigError, ModelConfig
 from net.layers import box_mean_3x3
-from net.model import CrossFuse, percentile_stretch, standardise_pair, stretch_to_255
+from net.model import CrossFuse, standardise_pair
 from utils.errors import CrossFuseError
 from utils.settings import defaults
 
@@ -116,24 +116,3 @@ def test_settings_are_typed_and_frozen():
     assert config.replace(epochs=4).epochs == 4 and config.epochs == 3
     with pytest.raises(CrossFuseError, match="unknown setting"):
         EndToEnd(epochz=4)
-
-
-def test_percentile_stretch_ignores_outliers_and_keeps_flat_images():
-    torch.manual_seed(0)
-    z = torch.randn(2, 1, 40, 50)
-    z[0, 0, 0, 0], z[0, 0, 1, 1] = 1e3, -1e3  # two outliers that would set a min-max stretch
-    out = percentile_stretch(z)
-    assert out.min() == 0 and out.max() == 255
-    inside = out[0][(out[0] > 0) & (out[0] < 255)]
-    assert inside.numel() > 0.98 * z[0].numel() and inside.std() > 40  # the bulk spans the range
-    assert stretch_to_255(z)[0].std() < 5  # where the min-max stretch squeezes it flat
-    flat = torch.full((1, 1, 8, 8), 3.0)
-    assert torch.equal(percentile_stretch(flat), flat)
-
-
-def test_output_norm_is_a_model_setting():
-    model = CrossFuse(ModelConfig(**TINY, output_norm="percentile"))
-    assert model.fusion.decoder.stretch is percentile_stretch
-    assert CrossFuse(ModelConfig(**TINY)).fusion.decoder.stretch is stretch_to_255
-    with pytest.raises(ConfigError, match="output_norm='clip'"):
-        ModelConfig(output_norm="clip")

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from net.config import FEATURE_NORMS, OUTPUT_NORMS, TEMPERATURES, ConfigError, ModelConfig
+from net.config import FEATURE_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 from utils.settings import Settings, defaults, presets
@@ -48,7 +48,7 @@ RULES: dict[str, Rule] = {
     "w_mse": at_least(0), "w_ssim": at_least(0), "w_int": at_least(0), "w_grad": at_least(0),
     "lr_schedule": one_of("step", "cosine"), "on_error": one_of("skip", "raise"),
     "modality": one_of("ir", "vi", "both"), "temperature": one_of(*TEMPERATURES),
-    "feature_norm": one_of(*FEATURE_NORMS), "output_norm": one_of(*OUTPUT_NORMS),
+    "feature_norm": one_of(*FEATURE_NORMS),
     **{f.name: at_least(1) for f in fields(ModelConfig) if f.type is int},  # widths, depths, tile, heads...
 }
 
