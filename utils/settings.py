@@ -33,9 +33,6 @@ class Settings:
         """Every setting in file order, as saved beside checkpoints and compared on resume."""
         return dict(self.__dict__)
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.__dict__ == self.__dict__
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
 
