@@ -40,7 +40,7 @@ from training.optim import make_optimizer
 from training.runtime import Runtime
 from training.trainer import Job, train_step
 from utils.atomic import atomic_write
-from utils.device import autocast, peak_memory, pick_device
+from utils.device import autocast, keep_freed_memory, peak_memory, pick_device
 from utils.errors import CrossFuseError
 from utils.tables import format_table
 
@@ -165,8 +165,8 @@ def ceiling_beside(settings: Settings, device: torch.device) -> dict[str, float]
     shared machine the load changes between processes, and a fraction needs both under the same."""
     if device.type != "cpu":
         return {}
-    n = 512 if settings.quick else 2048
-    return {"ceiling_beside_gflops": 2 * n**3 / statistics.median(matmul_times(n, torch.float32, 3, device)) / 1e9}
+    n = 512 if settings.quick else 4096  # as large as the ceiling section's: smaller sizes vary more
+    return {"ceiling_beside_gflops": 2 * n**3 / statistics.median(matmul_times(n, torch.float32, 5, device)) / 1e9}
 
 
 # ---------------------------------------------------------------- 2. fusion latency
@@ -259,6 +259,8 @@ def training_step(stage: str, device: torch.device, batch: int, size: int, varia
 
 def measure_training(settings: Settings, stage: str, variant: str, compile_backend: str = "inductor") -> dict:
     device = setup(settings)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does
     batch = 8 if device.type == "cuda" else 2
     size = 64 if settings.quick else 256
     run = training_step(stage, device, batch, size, variant, compile_backend)
@@ -286,6 +288,7 @@ def measure_load(settings: Settings) -> dict[str, Any]:
     from utils.cores import allowed_cores, free_threads
 
     device = setup(settings)
+    keep_freed_memory()  # as the trainer does
     size = 32 if settings.quick else 128
     run = training_step("end_to_end", device, 2, size, "fp32")
     run.step()

@@ -79,6 +79,15 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
 
 
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A 1 x 1 convolution of an NCHW map as one batched matrix product: the weight (out x in) times
+    each image's (in x pixels) matrix. On the CPU oneDNN's training kernels for the 32-to-1 output
+    layer run at a few GFLOP/s; the product, forward and backward, is several times faster."""
+    b, c, h, w = x.shape
+    out = torch.baddbmm(bias.view(1, -1, 1), weight.view(1, -1, c).expand(b, -1, -1), x.view(b, c, h * w))
+    return out.view(b, -1, h, w)
+
+
 class ConvLayer(nn.Module):
     """Reflection padding of k//2 then a biased convolution; no normalisation, no activation."""
 
@@ -87,6 +96,8 @@ class ConvLayer(nn.Module):
         self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="reflect" if k > 1 else "zeros")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv.kernel_size == (1, 1) and x.is_contiguous():
+            return pointwise(x, self.conv.weight, self.conv.bias)
         return self.conv(x)
 
     def valid(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +114,7 @@ class ConvBN(ConvLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            return self.bn(self.conv(x))
+            return self.bn(super().forward(x))
         # In eval BatchNorm is an affine map per channel: folded into the convolution it costs no
         # pass of its own over the (full-resolution) output.
         bn, pad = self.bn, self.conv.padding[0]
@@ -122,11 +133,25 @@ class DenseBlock(nn.Module):
         self.adjust = ConvLayer(cin + layers * growth, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or min(x.shape[-2:]) < 2:
+        if min(x.shape[-2:]) < 2:  # nothing to reflect: the layers' own padding handles it
             for layer in self.layers:
                 x = torch.cat([x, layer(x)], 1)
             return self.adjust(x)
+        if torch.is_grad_enabled():
+            return self.adjust.valid(self.padded_pieces(x))
         return self.adjust.valid(self.padded_features(x))
+
+    def padded_pieces(self, x: torch.Tensor) -> torch.Tensor:
+        """The reflect-padded concatenation for training: each piece is padded once, when it is made.
+
+        Padding commutes with concatenation, so this equals padding every layer's whole input, but
+        pads (and, backwards, folds) each channel once instead of once per later layer.
+        """
+        pieces = [F.pad(x, (1, 1, 1, 1), mode="reflect")]
+        for layer in self.layers:
+            features = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+            pieces.append(F.pad(layer.valid(features), (1, 1, 1, 1), mode="reflect"))
+        return torch.cat(pieces, 1)
 
     def padded_features(self, x: torch.Tensor) -> torch.Tensor:
         """The reflect-padded concatenation, built in one buffer that every layer writes into.

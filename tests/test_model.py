@@ -7,7 +7,7 @@ from formats.reference import from_reference, to_reference
 from net.cam import CrossAttentionModule, from_tiles, from_tokens, to_tiles, to_tokens
 from net.config import ModelConfig
 from net.encoder import AutoEncoder
-from net.layers import reflect_pad
+from net.layers import ConvLayer, DenseBlock, pointwise, reflect_pad
 from net.model import CrossFuse, FusionNet
 from utils.errors import CrossFuseError
 
@@ -114,6 +114,40 @@ def test_frozen_encoders_stay_in_eval_without_grad():
     model(ir, vi).mean().backward()
     assert all(p.grad is None for p in model.ir_encoder.parameters())
     assert all(p.grad is not None for p in model.fusion.decoder.parameters())
+
+
+def test_dense_block_training_path_equals_padding_every_layer_input():
+    """Padding each piece once (training) gives the reference's pad-the-whole-input-per-layer result
+    exactly, forward, and its gradients up to float rounding; inference (the shared buffer) too."""
+    torch.manual_seed(0)
+    block = DenseBlock(3, 4, 3, 5)
+    x = torch.randn(2, 3, 9, 12, requires_grad=True)
+
+    def per_layer(x: torch.Tensor) -> torch.Tensor:
+        for layer in block.layers:
+            x = torch.cat([x, layer(x)], 1)
+        return block.adjust(x)
+
+    expected, ours = per_layer(x), block(x)
+    assert torch.equal(ours, expected)
+    grads = [torch.autograd.grad(y.square().sum(), [x, *block.parameters()]) for y in (expected, ours)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_layer_equals_its_convolution():
+    """The 1 x 1 output layer runs as a batched matrix product in NCHW: same values and gradients."""
+    torch.manual_seed(0)
+    layer = ConvLayer(6, 2, k=1)
+    x = torch.randn(3, 6, 7, 5, requires_grad=True)
+    expected = layer.conv(x)
+    ours = layer(x)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(pointwise(x, layer.conv.weight, layer.conv.bias), ours)
+    for a, b in zip(*(torch.autograd.grad(y.sum(), [x, *layer.parameters()]) for y in (expected, ours)), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
 def test_memory_is_linear_in_pixels():
