@@ -67,6 +67,8 @@ class Settings:
 
 def setup(settings: Settings) -> torch.device:
     torch.set_num_threads(settings.threads)
+    if settings.device == "cpu":
+        keep_freed_memory()  # as every entry point does (cli.entry.run_main)
     torch.manual_seed(0)
     return torch.device(settings.device)
 
@@ -259,8 +261,6 @@ def training_step(stage: str, device: torch.device, batch: int, size: int, varia
 
 def measure_training(settings: Settings, stage: str, variant: str, compile_backend: str = "inductor") -> dict:
     device = setup(settings)
-    if device.type == "cpu":
-        keep_freed_memory()  # as the trainer does
     batch = 8 if device.type == "cuda" else 2
     size = 64 if settings.quick else 256
     run = training_step(stage, device, batch, size, variant, compile_backend)
@@ -288,7 +288,6 @@ def measure_load(settings: Settings) -> dict[str, Any]:
     from utils.cores import allowed_cores, free_threads
 
     device = setup(settings)
-    keep_freed_memory()  # as the trainer does
     size = 32 if settings.quick else 128
     run = training_step("end_to_end", device, 2, size, "fp32")
     run.step()

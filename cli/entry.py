@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from dataio.demo_data import make_demo_dataset
 from training.config import check_ranges, help_text, model_config, parse_overrides, with_preset
+from utils.device import keep_freed_memory
 from utils.errors import CrossFuseError
 from utils.settings import Settings, presets
 
@@ -41,6 +42,7 @@ def settings(args_class: type[S], argv: list[str], doc: str) -> S:
 def run_main(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None,
              interrupted: str = "interrupted") -> int:
     """Run an entry point's main(argv): its return code, or 2 with one line for a CrossFuseError."""
+    keep_freed_memory()
     try:
         return main(list(sys.argv[1:] if argv is None else argv)) or 0
     except CrossFuseError as e:

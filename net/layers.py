@@ -31,6 +31,19 @@ def pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return reflect_pad(x, dw // 2, dw - dw // 2, dh // 2, dh - dh // 2)
 
 
+MIN_BAND_ROWS = 16  # oneDNN rounds differently for maps only a few rows high
+
+
+def row_bands(height: int, pixels: int, width: int, period: int = 1) -> list[tuple[int, int]]:
+    """(top, bottom) row ranges covering a map, each about `pixels` / `width` rows (a multiple of
+    `period`, at least MIN_BAND_ROWS); a shorter remainder joins the band before it."""
+    rows = max(MIN_BAND_ROWS, pixels // width) // period * period
+    tops = list(range(0, height, rows))
+    if len(tops) > 1 and height - tops[-1] < MIN_BAND_ROWS:
+        tops.pop()
+    return list(zip(tops, [*tops[1:], height], strict=True))
+
+
 def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
@@ -115,13 +128,15 @@ class ConvBN(ConvLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.bn(super().forward(x))
-        # In eval BatchNorm is an affine map per channel: folded into the convolution it costs no
-        # pass of its own over the (full-resolution) output.
-        bn, pad = self.bn, self.conv.padding[0]
+        pad = self.conv.padding[0]
+        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x, *self.folded())
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of the convolution with the eval-mode BatchNorm folded in: an affine map per
+        channel, it then costs no pass of its own over the (full-resolution) output."""
+        bn = self.bn
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
-        bias = (self.conv.bias - bn.running_mean) * scale + bn.bias
-        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x, weight, bias)
+        return self.conv.weight * scale.view(-1, 1, 1, 1), (self.conv.bias - bn.running_mean) * scale + bn.bias
 
 
 class DenseBlock(nn.Module):

@@ -2,16 +2,35 @@
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from net.cam import CrossAttentionModule
 from net.config import ModelConfig
-from net.encoder import Encoder, crop_center, pad_small
-from net.layers import ConvBN, box_mean_3x3, high_pass, normalise_pair_, pad_to, to_channels_last, upsample
+from net.encoder import Encoder, ShallowFeatures, crop_center, pad_small
+from net.layers import (
+    ConvBN,
+    box_mean_3x3,
+    high_pass,
+    normalise_pair_,
+    pad_to,
+    reflect_pad,
+    row_bands,
+    to_channels_last,
+    upsample,
+)
+
+Shallow = torch.Tensor | ShallowFeatures  # whole maps, or made band by band at inference
+
+DECODER_BAND_PIXELS = 2**19  # output pixels the decoder's full-resolution layers make at once at inference
 
 
 class FusionDecoder(nn.Module):
-    """Adds activity-weighted deep and shallow features of both sources to the CAM output."""
+    """Adds activity-weighted deep and shallow features of both sources to the CAM output.
+
+    At inference the full-resolution end (conv4, the shallow-feature weights, the output layer) runs
+    in horizontal bands, so no 32-channel full-resolution map but the encoders' is ever whole.
+    """
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
@@ -20,9 +39,12 @@ class FusionDecoder(nn.Module):
         self.conv3 = ConvBN(cfg.decoder, cfg.shallow)
         self.conv4 = ConvBN(cfg.shallow, cfg.shallow)
         self.out = ConvBN(cfg.shallow, 1, 1)
+        self.band_pixels = DECODER_BAND_PIXELS
 
-    def forward(self, cf: torch.Tensor, ir_sh: torch.Tensor, ir_de: torch.Tensor,
-                vi_sh: torch.Tensor, vi_de: torch.Tensor) -> torch.Tensor:
+    def forward(self, cf: torch.Tensor, ir_sh: Shallow, ir_de: torch.Tensor, vi_sh: Shallow, vi_de: torch.Tensor,
+                sh_std: torch.Tensor | None = None) -> torch.Tensor:
+        """sh_std: divide the shallow features by it first (feature_norm "standard"). The shallow
+        features are ShallowFeatures only at inference (eval mode, no gradient)."""
         if not torch.is_grad_enabled():
             cf = to_channels_last(cf)  # the CAM reassembles NCHW; the decoder follows the encoders' NHWC
         with torch.no_grad():  # the reference detaches both pairs of weights
@@ -30,14 +52,51 @@ class FusionDecoder(nn.Module):
         z = cf + wx * ir_de + wy * vi_de
         z = upsample(self.conv1(z))
         z = upsample(self.conv2(z))
-        z = upsample(self.conv3(z))
-        z = pad_to(self.conv4(z), *ir_sh.shape[-2:])
+        z = self.conv3(z)
+        if not (torch.is_grad_enabled() or self.training):
+            return stretch_to_255(self.full_resolution_in_bands(z, ir_sh, vi_sh, sh_std))
+        if sh_std is not None:
+            ir_sh, vi_sh = ir_sh / sh_std, vi_sh / sh_std
+        z = pad_to(self.conv4(upsample(z)), *ir_sh.shape[-2:])
+        return stretch_to_255(self.blend(z, ir_sh, vi_sh))
+
+    def blend(self, z: torch.Tensor, ir_sh: torch.Tensor, vi_sh: torch.Tensor,
+              rows: slice = slice(None)) -> torch.Tensor:
+        """The output layer on z + 0.5 wx ir_sh + wy vi_sh for the given rows of the shallow maps
+        (z holds just those rows); the weights wx, wy come from each map's local activity."""
         with torch.no_grad():
             wx, wy = normalise_pair_(high_pass(ir_sh), high_pass(vi_sh))
             wx.mul_(0.5)  # the reference halves the IR term
-        # z + 0.5 wx ir_sh + wy vi_sh, with one full-resolution temporary instead of five
-        z = self.out(torch.addcmul(z, wx, ir_sh).addcmul_(wy, vi_sh))
-        return stretch_to_255(z)
+        ir_sh, vi_sh, wx, wy = (t[..., rows, :] for t in (ir_sh, vi_sh, wx, wy))
+        # one full-resolution temporary instead of five
+        return self.out(torch.addcmul(z, wx, ir_sh).addcmul_(wy, vi_sh))
+
+    def full_resolution_in_bands(self, y: torch.Tensor, ir_sh: Shallow, vi_sh: Shallow,
+                                 sh_std: torch.Tensor | None) -> torch.Tensor:
+        """pad_to(conv4(upsample(y))) blended with the shallow features, one band of output rows at a
+        time; bit-identical to one pass, since every kept value sees the same inputs.
+
+        A band's rows come from the rows of y under it, reflected only where the band meets the
+        edge of the map that pad_to or conv4 pads; the 3 x 3 activity mean reads one shallow row
+        beyond the band (its zero padding applies only at the image's own edges).
+        """
+        h, w = ir_sh.shape[-2:]
+        h4, w4 = 2 * y.shape[-2], 2 * y.shape[-1]
+        top, left = (h - h4) // 2, (w - w4) // 2
+        weight, bias = self.conv4.folded()
+        out = torch.empty((ir_sh.shape[0], 1, h, w), dtype=y.dtype, device=y.device)
+        for r0, r1 in row_bands(h, self.band_pixels, w):
+            lo, hi = max(0, r0 - top), min(h4, r1 - top)  # conv4's output rows under the band
+            u0, u1 = max(0, lo - 1), min(h4, hi + 1)  # the upsampled rows conv4 reads for them
+            z = upsample(y[..., u0 // 2 : (u1 + 1) // 2, :])[..., u0 % 2 : u0 % 2 + u1 - u0, :]
+            z = F.conv2d(F.pad(z, (1, 1, int(lo == 0), int(hi == h4)), mode="reflect"), weight, bias)
+            z = reflect_pad(z, left, w - w4 - left, lo - (r0 - top), (r1 - top) - hi)
+            s0, s1 = max(0, r0 - 1), min(h, r1 + 1)
+            ir, vi = (shallow_rows(sh, s0, s1) for sh in (ir_sh, vi_sh))
+            if sh_std is not None:
+                ir, vi = ir / sh_std, vi / sh_std
+            out[..., r0:r1, :] = self.blend(z, ir, vi, slice(r0 - s0, r1 - s0))
+        return out
 
 
 FLAT_RANGE = 1e-3  # an output whose max - min is below this share of its magnitude is flat
@@ -65,9 +124,25 @@ def standardise_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ..
     a grid at the token period. Centred features give the CAM the inputs' content only; one common
     factor keeps the activity weights wx, wy (ratios of the two modalities) as they were.
     """
-    centred = [x - x.mean(dim=(2, 3), keepdim=True) for x in (a, b)]
-    std = torch.cat(centred, 1).pow(2).mean(dim=(1, 2, 3), keepdim=True).add(1e-12).sqrt()
-    return a / std, b / std, centred[0] / std, centred[1] / std
+    std = joint_std(a, b)
+    return a / std, b / std, (a - a.mean(dim=(2, 3), keepdim=True)) / std, (b - b.mean(dim=(2, 3), keepdim=True)) / std
+
+
+def shallow_rows(sh: Shallow, start: int, stop: int) -> torch.Tensor:
+    return sh.rows(start, stop) if isinstance(sh, ShallowFeatures) else sh[..., start:stop, :]
+
+
+def channel_var_mean(x: Shallow) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-channel (B x C) variance and mean."""
+    return x.var_mean() if isinstance(x, ShallowFeatures) else torch.var_mean(x, dim=(2, 3), correction=0)
+
+
+def joint_std(a: Shallow, b: Shallow) -> torch.Tensor:
+    """The per-image standard deviation of both maps together around their per-channel means (every
+    channel has as many pixels, so the mean of the channels' variances), as B x 1 x 1 x 1; no
+    temporary the size of the maps, which matters for full-resolution features."""
+    var = sum(channel_var_mean(x)[0].mean(1) for x in (a, b)) / 2
+    return var.add(1e-12).sqrt().view(-1, 1, 1, 1)
 
 
 class FusionNet(nn.Module):
@@ -83,16 +158,15 @@ class FusionNet(nn.Module):
         # only as far as it lowers the loss.
         self.gate = nn.Parameter(torch.zeros(())) if cfg.cam_gate else None
 
-    def forward(self, ir_sh: torch.Tensor, ir_de: torch.Tensor, vi_sh: torch.Tensor,
-                vi_de: torch.Tensor) -> torch.Tensor:
-        cam_ir, cam_vi = ir_de, vi_de
+    def forward(self, ir_sh: Shallow, ir_de: torch.Tensor, vi_sh: Shallow, vi_de: torch.Tensor) -> torch.Tensor:
+        cam_ir, cam_vi, sh_std = ir_de, vi_de, None
         if self.cfg.feature_norm == "standard":
-            ir_sh, vi_sh, _, _ = standardise_pair(ir_sh, vi_sh)
+            sh_std = joint_std(ir_sh, vi_sh)  # the decoder divides, band by band at inference
             ir_de, vi_de, cam_ir, cam_vi = standardise_pair(ir_de, vi_de)
         cf = self.cam(cam_ir, cam_vi, tiled=not self.training)
         if self.gate is not None:
             cf = cf * self.gate
-        return self.decoder(cf, ir_sh, ir_de, vi_sh, vi_de)
+        return self.decoder(cf, ir_sh, ir_de, vi_sh, vi_de, sh_std)
 
 
 class CrossFuse(nn.Module):
@@ -139,7 +213,9 @@ class CrossFuse(nn.Module):
             self.vi_encoder.eval()
         return self
 
-    def encode(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def encode(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[Shallow, torch.Tensor, Shallow, torch.Tensor]:
+        if not (torch.is_grad_enabled() or self.training):
+            return (*self.ir_encoder.encode_lazily(ir), *self.vi_encoder.encode_lazily(vi))
         if not (torch.is_grad_enabled() and self.frozen_encoders):
             return (*self.ir_encoder(ir), *self.vi_encoder(vi))
         with torch.no_grad():

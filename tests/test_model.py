@@ -6,8 +6,8 @@ from formats.checkpoint import load_crossfuse, read_checkpoint, save_model
 from formats.reference import from_reference, to_reference
 from net.cam import CrossAttentionModule, from_tiles, from_tokens, to_tiles, to_tokens
 from net.config import ModelConfig
-from net.encoder import AutoEncoder
-from net.layers import ConvLayer, DenseBlock, pointwise, reflect_pad
+from net.encoder import PERIOD, AutoEncoder, Encoder, ShallowFeatures
+from net.layers import MIN_BAND_ROWS, ConvLayer, DenseBlock, pointwise, reflect_pad, row_bands
 from net.model import CrossFuse, FusionNet
 from utils.errors import CrossFuseError
 
@@ -148,6 +148,74 @@ def test_pointwise_layer_equals_its_convolution():
     assert torch.equal(pointwise(x, layer.conv.weight, layer.conv.bias), ours)
     for a, b in zip(*(torch.autograd.grad(y.sum(), [x, *layer.parameters()]) for y in (expected, ours)), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def band_budget(model: CrossFuse, rows: int, width: int) -> None:
+    """Bands of about `rows` image rows in the encoders' dense blocks and the decoder's end."""
+    model.fusion.decoder.band_pixels = rows * width
+    model.ir_encoder.band_pixels = model.vi_encoder.band_pixels = rows * width // 4
+
+
+@pytest.mark.parametrize("feature_norm", ["none", "standard"])
+def test_banded_inference_is_bit_identical_to_one_pass(feature_norm):
+    """Large images run in bands at inference; any band size gives exactly the one-pass result, and
+    that result is the training path's (whole maps, NCHW) up to float rounding."""
+    torch.manual_seed(0)
+    # the paper's widths: oneDNN's kernels for very narrow layers round differently per band height
+    model = CrossFuse(ModelConfig(feature_norm=feature_norm, cam_gate=True)).eval()
+    model.fusion.gate.data.fill_(0.7)
+    for h, w in [(203, 64), (97, 130), (40, 72)]:
+        ir, vi = images(h, w, seed=h)
+        with torch.no_grad():
+            band_budget(model, 10**6, w)
+            whole = model(ir, vi)
+            for rows in (1, 20, 64):
+                band_budget(model, rows, w)
+                assert torch.equal(model(ir, vi), whole), (h, w, rows)
+        torch.testing.assert_close(whole, model(ir, vi).detach(), rtol=0, atol=2e-3)
+
+
+def test_encoder_band_context_is_what_the_deep_features_need():
+    """With one period less of context the band edges leak into the kept rows: the context is not padding."""
+    torch.manual_seed(0)
+    encoder = Encoder().eval()
+    x = torch.rand(1, 1, 256, 64) * 255
+    with torch.no_grad():
+        encoder.band_pixels = 10**6
+        whole = encoder(x)[1]
+        encoder.band_pixels = 32 * 32
+        assert torch.equal(encoder(x)[1], whole)
+        short = encoder.context - PERIOD
+        Short = type("Short", (Encoder,), {"context": short})
+        encoder.__class__ = Short
+        assert not torch.equal(encoder(x)[1], whole)
+
+
+def test_shallow_features_made_on_request_equal_the_whole_map():
+    torch.manual_seed(0)
+    encoder = Encoder().eval()
+    x = torch.rand(2, 1, 45, 70) * 255
+    with torch.no_grad():
+        whole = encoder(x)[0]
+        lazy, _ = encoder.encode_lazily(x)
+        assert lazy.shape == whole.shape
+        for start, stop in [(0, 45), (0, 16), (10, 30), (29, 45)]:
+            assert torch.equal(lazy.rows(start, stop), whole[..., start:stop, :])
+        var, mean = lazy.var_mean()
+        expected = torch.var_mean(whole, dim=(2, 3), correction=0)
+        torch.testing.assert_close(var, expected[0], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(mean, expected[1], rtol=1e-5, atol=1e-7)
+    assert isinstance(lazy, ShallowFeatures)
+
+
+@pytest.mark.parametrize("height, pixels, width, period", [(100, 400, 20, 1), (203, 10, 64, 8), (16, 1, 1, 4),
+                                                            (1000, 64 * 100, 64, 8), (35, 640, 40, 1)])
+def test_row_bands_cover_the_map_in_order(height, pixels, width, period):
+    bands = row_bands(height, pixels, width, period)
+    assert bands[0][0] == 0 and bands[-1][1] == height
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:], strict=False))
+    assert all(top % period == 0 for top, _ in bands)
+    assert all(bottom - top >= MIN_BAND_ROWS for top, bottom in bands) or len(bands) == 1
 
 
 def test_memory_is_linear_in_pixels():

@@ -32,8 +32,8 @@ def test_inference_entries(entry, vectors, model):
     v = vectors[entry]
     model.eval()
     with torch.no_grad():
-        ir_sh, ir_de, vi_sh, vi_de = model.encode(v["ir"], v["vi"])
-        assert_close(ir_sh[:, :4], v["ir_shallow_first4"], f"{entry} ir_shallow_first4")
+        ir_sh, ir_de, vi_sh, vi_de = model.encode(v["ir"], v["vi"])  # inference: shallow maps made on request
+        assert_close(ir_sh.rows(0, ir_sh.shape[-2])[:, :4], v["ir_shallow_first4"], f"{entry} ir_shallow_first4")
         assert_close(ir_de, v["ir_deep"], f"{entry} ir_deep")
         assert_close(vi_de, v["vi_deep"], f"{entry} vi_deep")
         assert_close(model.fusion.cam(ir_de, vi_de, tiled=True), v["cam_out"], f"{entry} cam_out")

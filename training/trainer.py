@@ -30,7 +30,7 @@ from training.optim import lr_at, make_optimizer, step_if
 from training.runtime import Runtime
 from utils.atomic import atomic_save, atomic_write, check_writable
 from utils.cores import pick_threads, process_cores
-from utils.device import autocast, keep_freed_memory, peak_memory
+from utils.device import autocast, peak_memory
 from utils.errors import CrossFuseError
 from utils.settings import Settings
 
@@ -188,7 +188,6 @@ def train(job: Job, config: Settings, runtime: Runtime) -> None:
     if device.type == "cpu":
         progress.threads = progress.threads or pick_threads()
         torch.set_num_threads(progress.threads)
-        keep_freed_memory()
         if main:
             print(f"{job.name}: {progress.threads} CPU threads for {process_cores()} cores (the others are busy)"
                   if progress.threads < process_cores() else f"{job.name}: {progress.threads} CPU threads")

@@ -27,9 +27,10 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 def keep_freed_memory() -> None:
     """Have glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
 
-    A CPU step frees and reallocates the same large activations every time. By default each one
-    over the mmap threshold is a fresh mapping whose pages fault in on first touch: 8-15% of a
-    training step on this network. Without glibc (macOS, musl) this does nothing.
+    The suite frees and reallocates the same large tensors over and over (every training step,
+    every band of a fused image). By default each one over the mmap threshold is a fresh mapping
+    whose pages fault in on first touch: 8-15% of a CPU training step on this network, about 30% of
+    a 4 MP fusion. Called by every entry point (cli.entry.run_main). Without glibc it does nothing.
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
