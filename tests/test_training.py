@@ -24,6 +24,7 @@ from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
 from training.config import parse_overrides
 from training.jobs import fusion_forward, fusion_loss_fn, reconstruction_loss_fn
+from training.msssim import ValidFilter
 from training.optim import make_optimizer
 from training.runtime import Runtime
 from training.trainer import Job, state_path, train, train_step
@@ -248,3 +249,18 @@ def test_two_process_ddp_on_cpu(data, tmp_path):
     mat = scipy.io.loadmat(tmp_path / "end_to_end/loss/loss_data_end_to_end_e0.mat")
     assert mat["loss_data"].shape == (1, 3)  # 6 pairs over 2 ranks, batch 1
     assert (tmp_path / "end_to_end/end_to_end_fusion_epoch_1.model").is_file()
+
+
+@pytest.mark.parametrize("kernel", [(11, 1), (1, 11), (3, 5)])
+def test_loss_filter_gradient_equals_the_convolutions(kernel):
+    """MS-SSIM's filters take their gradient as a forward correlation with the flipped kernel: the
+    same gradient autograd gives for F.conv2d (an asymmetric kernel shows the flip is right)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 30, 27, requires_grad=True)
+    k = torch.randn(1, 1, *kernel)
+    expected = torch.nn.functional.conv2d(x, k)
+    ours = ValidFilter.apply(x, k)
+    assert torch.equal(ours, expected)
+    g = torch.randn_like(ours)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(expected, x, g)[0],
+                               rtol=1e-5, atol=1e-5)
