@@ -29,7 +29,8 @@ class FusionDecoder(nn.Module):
     """Adds activity-weighted deep and shallow features of both sources to the CAM output.
 
     At inference the full-resolution end (conv4, the shallow-feature weights, the output layer) runs
-    in horizontal bands, so no 32-channel full-resolution map but the encoders' is ever whole.
+    in horizontal bands and reads the shallow features band by band (CrossFuse.encode hands them
+    over as ShallowFeatures), so no 32-channel full-resolution map of a large image is ever whole.
     """
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
