@@ -327,6 +327,9 @@ def measure_data(settings: Settings, root: Path) -> dict[str, Any]:
     if not (root / "ir").is_dir() or not (root / "vi").is_dir():
         return {"skipped": f"no RoadScene pairs at {root} (needs its ir/ and vi/ folders; point --data at them)"}
     setup(settings)
+    # This process was spawned, which made spawn its default for new processes too; the trainer's
+    # loaders start their workers the platform's way (fork on Linux), so measure that.
+    multiprocessing.set_start_method(None, force=True)
     pairs = find_pairs(root / "ir", root / "vi").pairs
     if settings.quick:
         pairs = pairs[:2 * LOADER_BATCH]
