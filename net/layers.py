@@ -140,7 +140,10 @@ class ConvBN(ConvLayer):
 
 
 class DenseBlock(nn.Module):
-    """Each growth layer's output is concatenated after its input; a last conv adjusts the width."""
+    """Each growth layer's output is concatenated after its input; a last conv adjusts the width.
+
+    Maps need sides of at least 2 for the 1-pixel reflection padding (CrossFuse's pad_small sees to it).
+    """
 
     def __init__(self, cin: int, growth: int, layers: int, cout: int):
         super().__init__()
@@ -148,10 +151,6 @@ class DenseBlock(nn.Module):
         self.adjust = ConvLayer(cin + layers * growth, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < 2:  # nothing to reflect: the layers' own padding handles it
-            for layer in self.layers:
-                x = torch.cat([x, layer(x)], 1)
-            return self.adjust(x)
         if torch.is_grad_enabled():
             return self.adjust.valid(self.padded_pieces(x))
         return self.adjust.valid(self.padded_features(x))
