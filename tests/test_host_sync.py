@@ -167,8 +167,13 @@ def test_real_training_steps_never_read_the_device(monkeypatch, stage):
         batch = (torch.rand(2, 1, 32, 32) * 255, torch.rand(2, 1, 32, 32) * 255)
     job = Job(stage, stage, Path("."), model.train(), [], forward, loss, lambda m, e: [])
     optimizer = make_optimizer(model, Stage1(lr=1e-3, weight_decay=0.9))
-    before = [p.detach().clone() for p in optimizer.param_groups[0]["params"]]
+    params = optimizer.param_groups[0]["params"]
+    before = [p.detach().clone() for p in params]
     with Syncs(monkeypatch) as syncs:
         train_step(job, model, optimizer, batch, False, Runtime(torch.device("cpu")), torch.ones(()))
     assert syncs.count == 0
-    assert all(not torch.equal(a, b) for a, b in zip(before, optimizer.param_groups[0]["params"], strict=True))
+    # The update was applied to every parameter (not skipped): Adam counted the step for each, and each
+    # one with a clearly non-zero gradient moved. Whether a parameter whose gradient is zero up to rounding
+    # moves depends on that rounding (the output BatchNorm bias: the min-max stretch cancels any constant).
+    assert all(optimizer.state[p]["step"].item() == 1 for p in params)
+    assert all(not torch.equal(a, p) for a, p in zip(before, params, strict=True) if p.grad.abs().max() > 1e-6)
