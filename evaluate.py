@@ -19,133 +19,24 @@ image is checked by evaluation/guards.py (collapsed contrast, a periodic pattern
 tile seams); flagged images are listed under the table and in the JSON ("flags").
 """
 import argparse
-import csv
-import io
 import json
-import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cli.entry import run_main
-from dataio.images import is_image_file, read_gray
 from dataio.pairs import Pair, find_pairs
-from evaluation.guards import image_flags, reference_fusions
-from evaluation.metric_profiles import PROFILES, SUITE, Profile, get_profile, score
-from utils.atomic import atomic_write, check_output_file
+from evaluation.metric_profiles import PROFILES, SUITE, Profile, get_profile
+from evaluation.reports import csv_text, json_ready, latex_escape, latex_table, write_text
+from evaluation.scoring import rule_scores, score_folder
+from utils.atomic import check_output_file
 from utils.errors import CrossFuseError
-from utils.tables import format_table
+from utils.tables import format_table, number
 
 RESERVED = ("profile", "missing", "reference_rules")
 """Top-level JSON keys, so not usable as method names."""
-
-
-def index_fused(fused_dir: Path) -> dict[str, list[Path]]:
-    """Images directly in the fused folder by lower-case stem (several files may share a stem)."""
-    fused_dir = Path(fused_dir)
-    if not fused_dir.is_dir():
-        raise CrossFuseError(f"{fused_dir}: fused folder does not exist or is not a folder")
-    index: dict[str, list[Path]] = {}
-    for path in sorted(fused_dir.iterdir()):
-        if is_image_file(path):
-            index.setdefault(path.stem.lower(), []).append(path)
-    return index
-
-
-def fused_stems(pair: Pair) -> list[str]:
-    """Stems a pair's fused image may have, in order of preference: pair name, IR stem, VIS stem."""
-    return list(dict.fromkeys([pair.name, pair.ir.stem, pair.vi.stem]))
-
-
-def fused_for(pair: Pair, index: dict[str, list[Path]]) -> list[Path]:
-    """Candidate fused files for a pair, from the first of its stems found in the folder."""
-    for stem in fused_stems(pair):
-        if stem.lower() in index:
-            return index[stem.lower()]
-    return []
-
-
-def summarize(per_image: dict[str, dict[str, float]], metrics: Sequence[str]) -> tuple[dict, dict]:
-    """Per-metric mean and population std over images; inf (PSNR of exact copies) gives std nan."""
-    mean, std = {}, {}
-    for name in metrics:
-        values = np.array([scores[name] for scores in per_image.values()])
-        with np.errstate(invalid="ignore"):
-            mean[name] = float(np.mean(values)) if values.size else math.nan
-            std[name] = float(np.std(values)) if values.size else math.nan
-    return mean, std
-
-
-def evaluate_folder(
-    fused_dir: Path,
-    pairs: Sequence[Pair],
-    metrics: Sequence[str] | None = None,
-    desc: str | None = None,
-    profile: Profile = SUITE,
-) -> dict:
-    """Score every pair's fused image in `fused_dir` with the profile's reader and metrics.
-
-    Returns {"mean": {metric: v}, "std": {...}, "per_image": {pair name: {metric: v}},
-    "problems": [one line per pair that could not be scored, or fused file matching no pair],
-    "missing": [pair names without a fused image, then fused files matching no pair],
-    "flags": {pair name: [the guards' raised flags, as text]} for the images any guard flags}.
-    """
-    metrics = list(profile.metrics) if metrics is None else list(metrics)
-    index = index_fused(fused_dir)
-    per_image: dict[str, dict[str, float]] = {}
-    problems: list[str] = []
-    missing: list[str] = []
-    used: set[Path] = set()
-    flags: dict[str, list[str]] = {}
-    for pair in tqdm(pairs, desc=desc or Path(fused_dir).name, unit="img", file=sys.stderr):
-        candidates = fused_for(pair, index)
-        used.update(candidates)
-        if not candidates:
-            stems = ", ".join(fused_stems(pair))
-            problems.append(f"{pair.name}: no fused image in {fused_dir} (looked for stems {stems})")
-            missing.append(pair.name)
-            continue
-        if len(candidates) > 1:
-            names = ", ".join(map(str, candidates))
-            problems.append(f"{pair.name}: several fused images share its stem ({names})")
-            continue
-        try:
-            f, a, b = (profile.read(path) for path in (candidates[0], pair.ir, pair.vi))
-            per_image[pair.name] = score(profile, f, a, b, metrics, label=str(candidates[0]))
-            raised = image_flags(*(read_gray(path) for path in (candidates[0], pair.ir, pair.vi)))
-        except CrossFuseError as err:
-            problems.append(str(err))
-            continue
-        if raised:
-            flags[pair.name] = [str(flag) for flag in raised]
-    unused = [path for group in index.values() for path in group if path not in used]
-    problems += [f"{path}: fused image matches no IR/VIS pair" for path in unused]
-    missing += [str(path) for path in unused]
-    mean, std = summarize(per_image, metrics)
-    return {"mean": mean, "std": std, "per_image": per_image, "problems": problems, "missing": missing,
-            "flags": flags}
-
-
-def evaluate_rules(pairs: Sequence[Pair], metrics: Sequence[str], profile: Profile = SUITE) -> dict[str, dict]:
-    """The pixel-mean and pixel-max fusion rules scored on the same pairs: the rows any model must beat.
-
-    The rules fuse the sources as the profile reads them (its grey levels), so they are scored under
-    the same convention as the methods; pairs that cannot be read are left to the methods' problems.
-    """
-    per_rule: dict[str, dict[str, dict[str, float]]] = {}
-    for pair in tqdm(pairs, desc="pixel-mean/max rules", unit="img", file=sys.stderr):
-        try:
-            a, b = profile.read(pair.ir), profile.read(pair.vi)
-            for rule, fused in reference_fusions(a, b).items():
-                scores = score(profile, fused.astype(a.dtype), a, b, metrics, label=f"{rule} of {pair.name}")
-                per_rule.setdefault(rule, {})[pair.name] = scores
-        except CrossFuseError:
-            continue
-    return {rule: dict(zip(("mean", "std"), summarize(per_image, metrics), strict=True)) | {"per_image": per_image}
-            for rule, per_image in per_rule.items()}
 
 
 def format_flags(results: dict[str, dict]) -> str:
@@ -158,10 +49,6 @@ def format_flags(results: dict[str, dict]) -> str:
                        *lines])
 
 
-def _number(value: float) -> str:
-    return f"{value:#.4g}" if math.isfinite(value) else str(value)
-
-
 def _metric_names(results: dict[str, dict]) -> list[str]:
     return list(next(iter(results.values()))["mean"]) if results else []
 
@@ -171,8 +58,8 @@ def results_table(results: dict[str, dict]) -> str:
     metrics = _metric_names(results)
     rows = []
     for method, r in results.items():
-        rows.append([method, str(len(r["per_image"])), *(_number(r["mean"][m]) for m in metrics)])
-        rows.append(["", "", *("±" + _number(r["std"][m]) for m in metrics)])
+        rows.append([method, str(len(r["per_image"])), *(number(r["mean"][m]) for m in metrics)])
+        rows.append(["", "", *("±" + number(r["std"][m]) for m in metrics)])
     header = ["method", "n", *metrics]
     return format_table(header, rows, "<" + ">" * (len(header) - 1))
 
@@ -182,48 +69,23 @@ def caption(profile: Profile) -> str:
     return f"Fusion metrics, mean and standard deviation over images; metric profile {profile.name} ({profile.source})"
 
 
-_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"\\": "\\textbackslash{}", "~": "\\textasciitilde{}",
-                                                   "^": "\\textasciicircum{}"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
-
-
 def format_latex(results: dict[str, dict], profile: Profile) -> str:
     """The printed table as a booktabs LaTeX table: mean $\\pm$ std per cell, profile in the caption."""
     metrics = _metric_names(results)
-    lines = [
-        "\\begin{table}",
-        "\\centering",
-        f"\\caption{{{_latex_escape(caption(profile))}}}",
-        f"\\label{{tab:metrics-{profile.name}}}",
-        "\\begin{tabular}{l" + "r" * (len(metrics) + 1) + "}",
-        "\\toprule",
-        " & ".join(["Method", "$n$", *map(_latex_escape, metrics)]) + " \\\\",
-        "\\midrule",
-    ]
-    for method, r in results.items():
-        cells = [f"{_number(r['mean'][m])} $\\pm$ {_number(r['std'][m])}" for m in metrics]
-        lines.append(" & ".join([_latex_escape(method), str(len(r["per_image"])), *cells]) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+    rows = [["Method", "$n$", *map(latex_escape, metrics)],
+            *([latex_escape(method), str(len(r["per_image"])),
+               *(f"{number(r['mean'][m])} $\\pm$ {number(r['std'][m])}" for m in metrics)]
+              for method, r in results.items())]
+    return latex_table(rows, "l" + "r" * (len(metrics) + 1), caption(profile), f"tab:metrics-{profile.name}")
 
 
 def table_csv_text(results: dict[str, dict], profile: Profile) -> str:
     """The printed table as CSV: profile, method, n, then each metric's mean and std columns."""
     metrics = _metric_names(results)
-    out = io.StringIO(newline="")
-    writer = csv.writer(out)
-    writer.writerow(["profile", "method", "n", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std"))])
-    for method, r in results.items():
-        values = [repr(r[stat][m]) for m in metrics for stat in ("mean", "std")]
-        writer.writerow([profile.name, method, len(r["per_image"]), *values])
-    return out.getvalue()
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+    return csv_text([["profile", "method", "n", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std"))],
+                     *([profile.name, method, len(r["per_image"]),
+                        *(repr(r[stat][m]) for m in metrics for stat in ("mean", "std"))]
+                       for method, r in results.items())])
 
 
 def to_json(results: dict[str, dict], profile: Profile = SUITE, missing: Sequence[str] = (),
@@ -233,33 +95,22 @@ def to_json(results: dict[str, dict], profile: Profile = SUITE, missing: Sequenc
 
     Non-finite values (inf PSNR of exact copies, its nan std) become null to keep the JSON standard.
     """
-    def clean(r: dict) -> dict:
-        return {
-            "mean": {m: _finite_or_none(v) for m, v in r["mean"].items()},
-            "std": {m: _finite_or_none(v) for m, v in r["std"].items()},
-            "per_image": {
-                name: {m: _finite_or_none(v) for m, v in scores.items()}
-                for name, scores in r["per_image"].items()
-            },
-        } | ({"flags": r["flags"]} if "flags" in r else {})
+    def entry(r: dict) -> dict:
+        return json_ready({k: r[k] for k in ("mean", "std", "per_image", "flags") if k in r})
 
     head = {"profile": profile.name, "missing": list(missing),
-            "reference_rules": {rule: clean(r) for rule, r in (rules or {}).items()}}
+            "reference_rules": {rule: entry(r) for rule, r in (rules or {}).items()}}
     if len(results) == 1:
-        return head | clean(next(iter(results.values())))
-    return head | {method: clean(r) for method, r in results.items()}
+        return head | entry(next(iter(results.values())))
+    return head | {method: entry(r) for method, r in results.items()}
 
 
-def csv_text(results: dict[str, dict]) -> str:
+def per_image_csv(results: dict[str, dict]) -> str:
     """One row per method and image: method, image, then each metric."""
     metrics = _metric_names(results)
-    out = io.StringIO(newline="")
-    writer = csv.writer(out)
-    writer.writerow(["method", "image", *metrics])
-    for method, r in results.items():
-        for name, scores in r["per_image"].items():
-            writer.writerow([method, name, *(repr(scores[m]) for m in metrics)])
-    return out.getvalue()
+    return csv_text([["method", "image", *metrics],
+                     *([method, name, *(repr(scores[m]) for m in metrics)]
+                       for method, r in results.items() for name, scores in r["per_image"].items())])
 
 
 def parse_fused(specs: Sequence[str]) -> dict[str, Path]:
@@ -292,6 +143,17 @@ def parse_metrics(text: str | None, profile: Profile = SUITE) -> list[str]:
     return [by_lower[n.lower()] for n in names]
 
 
+def readable(pairs: Sequence[Pair], profile: Profile) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, IR, VIS) of every pair the profile can read at one size; the others are the methods' problems."""
+    for pair in pairs:
+        try:
+            ir, vi = profile.read(pair.ir), profile.read(pair.vi)
+        except CrossFuseError:
+            continue
+        if ir.shape == vi.shape:
+            yield pair.name, ir, vi
+
+
 def run(args: argparse.Namespace) -> int:
     """Score all methods, list the problems on stderr, print the table and write the outputs.
 
@@ -304,9 +166,7 @@ def run(args: argparse.Namespace) -> int:
     for path in outputs:
         check_output_file(path)
     scan = find_pairs(Path(args.ir), Path(args.vi))
-    results = {
-        name: evaluate_folder(folder, scan.pairs, metrics, name, profile) for name, folder in methods.items()
-    }
+    results = {name: score_folder(folder, scan.pairs, metrics, name, profile) for name, folder in methods.items()}
 
     problems = [f"{path}: no IR/VIS partner" for path in scan.unpaired]
     missing = [str(path) for path in scan.unpaired]
@@ -320,20 +180,19 @@ def run(args: argparse.Namespace) -> int:
         folders = ", ".join(map(str, methods.values()))
         raise CrossFuseError(f"{folders}: nothing could be scored (see the problems listed above)")
 
-    rules = evaluate_rules(scan.pairs, metrics, profile)
+    rules = rule_scores(readable(scan.pairs, profile), metrics, profile)
     table = results | {f"rule: {rule}": r for rule, r in rules.items()}
     print(f"metric profile: {profile.name} ({profile.source})")
     print(results_table(table))
     print(format_flags(results))
     if args.json:
-        document = to_json(results, profile, missing, rules)
-        atomic_write(Path(args.json), lambda temp: temp.write_text(json.dumps(document, indent=2) + "\n"))
+        write_text(Path(args.json), json.dumps(to_json(results, profile, missing, rules), indent=2) + "\n")
     if args.csv:
-        atomic_write(Path(args.csv), lambda temp: temp.write_text(csv_text(results)))
+        write_text(Path(args.csv), per_image_csv(results))
     if args.latex:
-        atomic_write(Path(args.latex), lambda temp: temp.write_text(format_latex(table, profile)))
+        write_text(Path(args.latex), format_latex(table, profile))
     if args.table_csv:
-        atomic_write(Path(args.table_csv), lambda temp: temp.write_text(table_csv_text(table, profile)))
+        write_text(Path(args.table_csv), table_csv_text(table, profile))
     if missing and not args.allow_missing:
         print(f"error: {len(missing)} missing pair(s) (listed above); results written, "
               "--allow-missing to accept", file=sys.stderr)

@@ -1,41 +1,29 @@
-"""How every entry point starts and ends: the args-file settings reader of the training scripts, and
-the one error boundary all scripts run behind (the suite's error becomes one line and exit code 2;
+"""How every entry point starts and ends: the training scripts' settings (--help, --demo), and the
+one error boundary all scripts run behind (the suite's error becomes one line and exit code 2;
 anything else is a bug and keeps its traceback).
 """
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import torch.distributed as dist
 
 from dataio.demo_data import make_demo_dataset
-from training.config import check_ranges, help_text, model_config, parse_overrides, with_preset
+from training.settings import S, help_text, read_settings
 from utils.device import keep_freed_memory
 from utils.errors import CrossFuseError
-from utils.settings import Settings, presets
 
-S = TypeVar("S", bound=Settings)
 INTERRUPTED = "interrupted: rerun with --resume to continue from the last checkpoint"
-
-DEMO = dict(dataset="data/demo/train", test_dir="data/demo/test", out_root="models/demo", train_num=0,
-            image_size=64, batch_size=4, workers=0, log_every=12, checkpoint_every=48, preview_images=4,
-            lr_step_epochs=30, shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)
 
 
 def settings(args_class: type[S], argv: list[str], doc: str) -> S:
-    """The args file's values, then its --preset's, then the demo's (with --demo), then the command line's."""
-    config = with_preset(args_class, argv)
+    """A training script's settings (training.settings.read_settings); --help prints them and exits."""
     if "-h" in argv or "--help" in argv:
-        print(help_text(config, doc, presets(args_class)))
+        print(help_text(args_class, argv, doc))
         sys.exit(0)
-    if "--demo" in argv or "--demo=true" in argv:
+    config = read_settings(args_class, argv)
+    if config.demo:
         make_demo_dataset(Path("data/demo"))
-        demo = {k: v for k, v in DEMO.items() if k in config}
-        config.update(demo, epochs=args_class.demo_epochs)
-    config = args_class(**check_ranges(parse_overrides(config, argv)))
-    if hasattr(config, "deep"):  # the whole model is configured here: check how its widths fit together
-        model_config(config)
     return config
 
 

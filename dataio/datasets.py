@@ -219,12 +219,12 @@ class EpochSampler(Sampler[int]):
     uninterrupted one would have seen next.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, epoch: int, rank: int = 0,
+    def __init__(self, n: int, batch: int, shuffle: bool, seed: int, epoch: int, rank: int = 0,
                  world: int = 1, drop_last: bool = True, skip: int = 0):
         order = torch.randperm(n, generator=epoch_generator(seed, epoch)).tolist() if shuffle else list(range(n))
         mine = order[rank: n - n % world: world]
-        self.batches = len(mine) // batch_size if drop_last else -(-len(mine) // batch_size)
-        self.indices = mine[skip * batch_size: self.batches * batch_size]
+        self.batches = len(mine) // batch if drop_last else -(-len(mine) // batch)
+        self.indices = mine[skip * batch: self.batches * batch]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -233,7 +233,7 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int, epoch: int,
+def make_loader(dataset: Dataset, batch: int, shuffle: bool, workers: int, seed: int, epoch: int,
                 distributed: tuple[int, int] | None = None, drop_last: bool = True,
                 skip_batches: int = 0) -> DataLoader:
     """A DataLoader whose batches depend only on (seed, epoch), also across ranks and worker counts.
@@ -243,11 +243,11 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, 
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     rank, world = distributed or (0, 1)
-    sampler = EpochSampler(len(dataset), batch_size, shuffle, seed, epoch, rank, world, drop_last, skip_batches)
+    sampler = EpochSampler(len(dataset), batch, shuffle, seed, epoch, rank, world, drop_last, skip_batches)
     if sampler.batches == 0:
         raise CrossFuseError(
-            f"batch_size={batch_size}: larger than the {len(dataset) // world} items per process, so every batch "
+            f"batch={batch}: larger than the {len(dataset) // world} items per process, so every batch "
             "would be dropped; lower the batch size or add data"
         )
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=drop_last,
                       pin_memory=torch.cuda.is_available())

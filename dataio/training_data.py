@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
 from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit
 from dataio.pairs import Pair, find_images, find_pairs
+from utils.cores import loader_workers
 from utils.errors import CrossFuseError
 from utils.settings import Settings
 
@@ -53,7 +54,7 @@ def make_dataset(items: list[Pair] | list[Path], config: Settings) -> Dataset:
     transform = ImageTransform(config.image_size, config.crop, config.hflip, config.vflip)
     pairs = bool(items) and isinstance(items[0], Pair)
     if config.cache:
-        path = build_cache(items, config.image_size, _cache_dir(config), workers=config.workers)
+        path = build_cache(items, config.image_size, _cache_dir(config), workers=loader_workers(config.workers))
         return (CachedPairDataset if pairs else CachedImageDataset)(path, transform, config.seed)
     dataset = (PairDataset if pairs else ImageDataset)(items, transform, config.seed, config.on_error)
     skipped = dataset.validate()

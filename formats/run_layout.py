@@ -1,16 +1,18 @@
-"""Where each training approach writes what, and reading it back: one home for writer and reader.
+"""The run layout: which file lands where, and reading it back; one home for writer and reader.
 
-An output root (`models/`, or one run folder of a study) holds a folder per training job with the
-reference's file names inside:
+An output root (`models/`, or one run folder of a study) holds a folder per training stage with the
+reference's file names inside (training/stages.py names each stage's folder and files):
 
     autoencoder/auto_encoder_epoch_N_{ir,vi}.model   loss/loss_data_autoencoder_{ir,vi}_eK.mat   (stage 1)
-    transfuse/fusetrans_epoch_N.model                loss/loss_data_trans_eK.mat                 (two-stage)
+    transfuse/fusetrans_epoch_N.model                loss/loss_data_trans_eK.mat                 (stage 2)
     end_to_end/end_to_end_fusion_epoch_N.model       loss/loss_data_end_to_end_eK.mat            (end-to-end)
     end_to_end_warm/  the same names as end_to_end                                               (warm start)
 
-N counts epochs from 1; the loss file of epoch N is `_e{N-1}` (the reference's naming) and holds
-every step so far. The training scripts name their files through this module, and the comparison
-finds them through it.
+beside training_state_<job>.pt, config_<job>.json and config_history_<job>.json. N counts epochs from 1;
+the loss file of epoch N is `_e{N-1}` (the reference's naming) and holds every step so far.
+
+A study (study.py) puts run (ARM, K) in STUDY/ARM/seed_K/ and the stage-1 run that two-stage and
+warm-start of seed K share in STUDY/stage-1/seed_K/; its report goes to STUDY/report/.
 """
 import json
 import re
@@ -24,39 +26,14 @@ import scipy.io
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 
-TWO_STAGE, END_TO_END, WARM_START, STAGE1 = "two-stage", "end-to-end", "warm-start", "stage-1"
 MODALITIES = ("ir", "vi")
+STUDY_STAGE1 = "stage-1"  # a study's folder of stage-1 runs
+STUDY_REPORT = "report"
 
 
-@dataclass(frozen=True)
-class Layout:
-    """One approach's output folder (under an output root), file stems and loss-job name."""
-
-    folder: str
-    fusion: str  # fusion checkpoint name with {epoch}
-    job: str  # the trainer's job name: loss_data_<job>_eK.mat, training_state_<job>.pt
-    train_script: str
-    hint: str  # what to run when its files are missing
-
-
-LAYOUTS = {
-    TWO_STAGE: Layout("transfuse", "fusetrans_epoch_{epoch}.model", "trans", "train_fusion.py",
-                      "run train_autoencoder.py and train_fusion.py first"),
-    END_TO_END: Layout("end_to_end", "end_to_end_fusion_epoch_{epoch}.model", "end_to_end", "train_end_to_end.py",
-                       "run train_end_to_end.py first"),
-    WARM_START: Layout("end_to_end_warm", "end_to_end_fusion_epoch_{epoch}.model", "end_to_end",
-                       "train_end_to_end.py", "run train_end_to_end.py --init_from=STAGE1_FOLDER first"),
-}
-STAGE1_FOLDER = "autoencoder"
-
-
-def run_dir(out_root: str | Path, approach: str) -> Path:
-    """The folder an approach writes into under an output root."""
-    return Path(out_root) / (STAGE1_FOLDER if approach == STAGE1 else LAYOUTS[approach].folder)
-
-
-def fusion_file(folder: Path, approach: str, epoch: int) -> Path:
-    return folder / LAYOUTS[approach].fusion.format(epoch=epoch)
+def study_run(study: Path, arm: str, seed: int) -> Path:
+    """The out_root of one run of a study (arm STUDY_STAGE1 for the shared stage-1 runs)."""
+    return study / arm / f"seed_{seed}"
 
 
 def encoder_file(folder: Path, modality: str, epoch: int) -> Path:
@@ -94,13 +71,9 @@ def by_epoch(folder: Path, pattern: str) -> dict[int, Path]:
     return {int(m.group(1)): p for p in folder.iterdir() if (m := re.fullmatch(pattern, p.name))}
 
 
-def _regex(template: str) -> str:
+def epoch_regex(template: str) -> str:
+    """A file-name template with {epoch} as a regex whose one group is the epoch."""
     return re.escape(template).replace(re.escape("{epoch}"), r"(\d+)")
-
-
-def fusion_checkpoints(folder: Path, approach: str) -> dict[int, Path]:
-    """Every saved fusion checkpoint of a run folder, by epoch (from 1)."""
-    return by_epoch(folder, _regex(LAYOUTS[approach].fusion))
 
 
 def autoencoders(folder: Path, modality: str) -> dict[int, Path]:
@@ -110,16 +83,6 @@ def autoencoders(folder: Path, modality: str) -> dict[int, Path]:
 def loss_files(folder: Path, job: str) -> dict[int, Path]:
     """A run's loss files by 0-based epoch."""
     return by_epoch(folder / "loss", rf"loss_data_{re.escape(job)}_e(\d+)\.mat")
-
-
-def latest_stage1(folder: Path, modality: str) -> Path:
-    """The last epoch's autoencoder of a stage-1 folder (`autoencoder/` or the output root holding it)."""
-    if (folder / STAGE1_FOLDER).is_dir():
-        folder = folder / STAGE1_FOLDER
-    found = autoencoders(folder, modality)
-    if not found:
-        raise CrossFuseError(f"{folder}: no auto_encoder_epoch_N_{modality}.model; run train_autoencoder.py first")
-    return found[max(found)]
 
 
 # ------------------------------------------------------------------------------------- loss files

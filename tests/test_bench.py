@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import bench
+from benchmarks import sections, timing
 from tests.conftest import ROOT
 from utils.device import autocast
 
-QUICK = bench.Settings(device="cpu", threads=2, repeats=1, quick=True)
+QUICK = timing.BenchSettings(device="cpu", threads=2, repeats=1, quick=True)
 
 
 def positive(value: float) -> bool:
@@ -42,7 +43,7 @@ def test_quick_run_writes_complete_json(tmp_path):
     load = results["load"]
     assert all(positive(load[k]) for k in ("alone_seconds", "crowded_seconds", "picked_seconds", "allowed_slowdown"))
     assert 1 <= load["picked_threads"] <= 2
-    assert "targets (issue 13)" in proc.stdout and "under load" in proc.stdout
+    assert "targets" not in proc.stdout and "under load" in proc.stdout
     data = results["data"]
     if "skipped" in data:
         assert "RoadScene" in data["skipped"]
@@ -52,25 +53,8 @@ def test_quick_run_writes_complete_json(tmp_path):
         assert all(positive(r["pairs_per_s"]) for r in data["rows"])
 
 
-def test_targets_say_met_or_not():
-    def fusion(side: int, seconds: float, peak_gib: float) -> dict:
-        return {"variant": "fp32", "height": side, "width": side, "megapixels": side * side / 1e6,
-                "seconds_per_mp": seconds / (side * side / 1e6), "peak_mem_bytes": peak_gib * 2**30, "mem_kind": "rss"}
-
-    results = {"train": [{"variant": "fp32", "stage": "stage1", "fraction_of_ceiling": 0.81},
-                         {"variant": "fp32", "stage": "stage2", "fraction_of_ceiling": 0.5},
-                         {"variant": "fp32", "stage": "end_to_end", "fraction_of_ceiling": 1.3}],
-               "fusion": [fusion(512, 1.0, 1.0), fusion(2048, 16 * 1.2, 3.5)],
-               "load": {"alone_seconds": 1.0, "crowded_seconds": 6.0, "picked_seconds": 1.9, "allowed_slowdown": 2.0,
-                        "picked_threads": 1, "threads": 2}}
-    verdicts = [ok for _, ok, _ in bench.targets(results)]
-    assert verdicts == [True, False, None, False, False, True]  # over 100% of the ceiling: cannot tell
-    results["fusion"] = [fusion(512, 1.0, 1.0), fusion(2048, 16 * 1.1, 2.9)]
-    assert [ok for _, ok, _ in bench.targets(results)][3:5] == [True, True]
-
-
 def test_data_section_skips_with_a_reason(tmp_path):
-    result = bench.measure_data(QUICK, tmp_path / "missing")
+    result = sections.measure_data(QUICK, tmp_path / "missing")
     assert "skipped" in result and str(tmp_path / "missing") in result["skipped"]
 
 
@@ -87,9 +71,9 @@ def test_cpu_flash_attention_flops_are_counted():
 
     assert torch.ops.aten._scaled_dot_product_flash_attention_for_cpu not in flop_registry
     q, k, v = (torch.rand(2, 4, 16, 8, requires_grad=True) for _ in range(3))
-    forward = bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
+    forward = timing.count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
     assert forward == 2 * (2 * 2 * 4 * 16 * 16 * 8)
-    both = bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    both = timing.count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
     assert both == forward + 5 * (2 * 2 * 4 * 16 * 16 * 8)
 
 
@@ -109,9 +93,9 @@ def test_autocast_is_a_no_op_on_cpu():
 
 def test_host_batches_move_to_the_device_unchanged():
     """Pinned memory and non-blocking copies are for CUDA; on the CPU the same calls are plain moves."""
-    host = bench.host_batch((2, 1, 8, 8), 2, torch.device("cpu"))
+    host = timing.host_batch((2, 1, 8, 8), 2, torch.device("cpu"))
     assert not any(t.is_pinned() for t in host)
-    moved = bench.to_device(host, torch.device("cpu"))
+    moved = timing.to_device(host, torch.device("cpu"))
     assert all(a is b for a, b in zip(host, moved, strict=True))
     assert all(t.min() >= 0 and t.max() <= 255 for t in moved)
 
@@ -122,7 +106,7 @@ def test_compiled_training_step_matches_eager(stage):
     params = {}
     for variant in ("fp32", "compile"):
         torch.manual_seed(0)
-        run = bench.training_step(stage, torch.device("cpu"), 2, 32, variant, compile_backend="eager")
+        run = sections.training_step(stage, torch.device("cpu"), 2, 32, variant, compile_backend="eager")
         run.step()
         params[variant] = [p.detach().clone() for p in run.optimizer.param_groups[0]["params"]]
     for eager, compiled in zip(params["fp32"], params["compile"], strict=True):
@@ -131,5 +115,5 @@ def test_compiled_training_step_matches_eager(stage):
 
 def test_fusion_measurement_runs_every_variant_on_cpu():
     for variant in bench.VARIANTS:
-        row = bench.measure_fusion(QUICK, 32, 40, variant, compile_backend="eager")
+        row = sections.measure_fusion(QUICK, 32, 40, variant, compile_backend="eager")
         assert row["variant"] == variant and positive(row["seconds"]) and positive(row["flops"])

@@ -1,5 +1,4 @@
 """compare_training_approaches.py on tiny fake runs, and evaluation/stats.py on cases with known answers."""
-import argparse
 import json
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import torch
 import compare_training_approaches as compare
 from dataio.images import write_gray
 from dataio.pairs import find_pairs
-from evaluation import stats
+from evaluation import analysis, comparison_report, scoring, stats
+from evaluation import runs as runs_module
 from evaluation.metrics import METRICS
 from formats.checkpoint import load_crossfuse, save_model
 from formats.reference import to_reference
@@ -121,7 +121,7 @@ def test_full_report_from_configured_test_folder(runs, tmp_path, capsys):
     assert report["curves"]["end-to-end"][0]["time_s"] == pytest.approx([12.5, 25.0])
     assert report["loss"]["end-to-end"]["end_to_end"]["final_temperature"] < 1.0
     assert set(report["loss"]["two-stage"]["transfuse"]["final_terms"]) == {"loss_intensity", "loss_gradient"}
-    assert report["single_run"] and compare.SINGLE_RUN_NOTE in report["warnings"]
+    assert report["single_run"] and comparison_report.SINGLE_RUN_NOTE in report["warnings"]
 
     markdown = (out / "report.md").read_text()
     for name in PLOTS:
@@ -263,7 +263,7 @@ def test_no_test_set_configured(runs, tmp_path, capsys):
 
 
 def test_unwritable_report_folder_fails_before_any_scoring(runs, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare.Scorer, "scores", lambda *a, **k: pytest.fail("scored before checking the output"))
+    monkeypatch.setattr(scoring.Scorer, "scores", lambda *a, **k: pytest.fail("scored before checking the output"))
     (tmp_path / "file").write_text("")
     code, _, err = run_main(["--root", runs, "--out", tmp_path / "file" / "report"], capsys)
     assert code == 2 and err.count("\n") == 1 and "report folder is not writable" in err
@@ -370,10 +370,10 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
     assert rows[0].startswith("metric,two-stage mean,two-stage sd,two-stage runs") and len(rows) == 1 + len(metrics)
     assert len(list(study_dir.glob("*/seed_*/*/eval/*/scores.json"))) == 6 * (1 + 3)  # final on all + 3 epochs
 
-    monkeypatch.setattr(compare, "fuse_gray", lambda *a, **k: pytest.fail("fused again despite the cache"))
+    monkeypatch.setattr(scoring, "fuse_gray", lambda *a, **k: pytest.fail("fused again despite the cache"))
     pairs = find_pairs(study_dir.parent / "test").pairs
-    scorer = compare.Scorer(pairs, [read_pair(p) for p in pairs], metrics, torch.device("cpu"))
-    run = compare.load_run("warm-start", "seed_1", study_dir / "warm-start" / "seed_1", None)
+    scorer = scoring.Scorer(pairs, [read_pair(p) for p in pairs], metrics, torch.device("cpu"))
+    run = runs_module.load_run("warm-start", "seed_1", study_dir / "warm-start" / "seed_1", None)
     per_image, fused = scorer.scores(run, 3, images=True)
     assert per_image == report["per_image"]["warm-start"]["seed_1"] and len(fused) == 6
     assert scorer.scores(run, 2, 2)[0].keys() == {p.name for p in pairs[:2]}
@@ -454,16 +454,36 @@ def test_verdicts_follow_holm_interval_and_metric_direction():
     assert tiny["A"]["verdict"] == "too little data"
 
 
-def test_a_difference_only_flagged_images_carry_is_withheld():
+def test_a_difference_only_the_winners_flagged_images_carry_is_withheld():
     rng = np.random.default_rng(0)
     names = [f"{i:02d}" for i in range(24)]
     base = {"SD": rng.normal(20, 1, (2, 24))}
     new = {"SD": base["SD"] + np.r_[np.full(12, 8.0), rng.normal(0, 0.01, 12)]}  # a grid wins SD on 00-11
-    args = argparse.Namespace(alpha=0.05, bootstrap=400)
-    results = stats.compare_metrics(base, new, args.alpha, {"SD": True}, args.bootstrap)
+    results = stats.compare_metrics(base, new, 0.05, {"SD": True}, 400)
     assert results["SD"]["verdict"] == stats.BETTER
-    marked = compare.mark_flag_driven(results, base, new, names, set(names[:12]), args)["SD"]
-    assert marked["flag_driven"] and marked["verdict_without_flagged"] == stats.SAME
-    kept = compare.mark_flag_driven(stats.compare_metrics(base, new, 0.05, {"SD": True}, 400), base, new, names,
-                                    set(), args)["SD"]
+    flagged = {"base": set(), "new": set(names[:12])}
+    marked = analysis.mark_flag_driven(results, base, new, names, flagged, 0.05, 400)["SD"]
+    assert marked["flag_driven"] and marked["verdict_without_flagged"] == stats.SAME and marked["loser_flagged"] == 0
+    kept = analysis.mark_flag_driven(stats.compare_metrics(base, new, 0.05, {"SD": True}, 400), base, new, names,
+                                     {"base": set(), "new": set()}, 0.05, 400)["SD"]
     assert not kept["flag_driven"] and kept["verdict_without_flagged"] == stats.BETTER
+
+
+def test_a_win_over_the_losers_failed_images_stands_marked():
+    """The baseline collapses on half the images (flagged, on the losing side): those can only have cost
+    it, so the verdict stands, with the count of its flagged images; the same win by a flagged winner
+    would be withheld."""
+    rng = np.random.default_rng(1)
+    names = [f"{i:02d}" for i in range(24)]
+    new = {"VIF": rng.normal(0.6, 0.02, (3, 24))}
+    base = {"VIF": new["VIF"] - np.r_[np.full(12, 0.4), rng.normal(0, 0.01, 12)]}  # collapsed on 00-11, level after
+    results = stats.compare_metrics(base, new, 0.05, {"VIF": True}, 400)
+    assert results["VIF"]["verdict"] == stats.BETTER
+    loser = analysis.mark_flag_driven(results, base, new, names, {"base": set(names[:12]), "new": set()}, 0.05, 400)
+    assert not loser["VIF"]["flag_driven"] and loser["VIF"]["loser_flagged"] == 12
+    assert "12 flagged image(s) of two-stage, the losing side" in comparison_report.verdict_text(
+        loser["VIF"], "end-to-end", "two-stage")
+    results = stats.compare_metrics(base, new, 0.05, {"VIF": True}, 400)
+    winner = analysis.mark_flag_driven(results, base, new, names, {"base": set(), "new": set(names[:12])}, 0.05, 400)
+    assert winner["VIF"]["flag_driven"] and winner["VIF"]["verdict_without_flagged"] == stats.SAME
+    assert comparison_report.verdict_text(winner["VIF"], "end-to-end", "two-stage").startswith("withheld: better")

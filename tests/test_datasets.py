@@ -224,7 +224,7 @@ def test_distributed_ranks_split_the_epoch(tmp_path):
 
 def test_batch_larger_than_data_is_an_error(tmp_path):
     dataset = PairDataset(make_pairs(tmp_path, 3), ImageTransform(size=8))
-    with pytest.raises(CrossFuseError, match="batch_size=4"):
+    with pytest.raises(CrossFuseError, match="batch=4"):
         make_loader(dataset, 4, True, 0, seed=0, epoch=0)
     assert len(make_loader(dataset, 4, False, 0, seed=0, epoch=0, drop_last=False)) == 1
 

@@ -14,6 +14,7 @@ import evaluate
 from dataio.pairs import find_pairs
 from evaluation.metric_profiles import get_profile, score
 from evaluation.metrics import METRICS, score_pair
+from evaluation.scoring import score_folder
 from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_evaluate_folder_scores_every_pair_like_score_pair(data):
     pairs = find_pairs(data / "ir", data / "vi").pairs
-    result = evaluate.evaluate_folder(data / "mean", pairs, FEW)
+    result = score_folder(data / "mean", pairs, FEW)
     assert result["problems"] == []
     assert list(result["per_image"]) == ["1", "2", "3"]
     a, b = np.asarray(Image.open(data / "ir" / "2.png")), np.asarray(Image.open(data / "vi" / "2.png"))
@@ -71,7 +72,7 @@ def test_evaluate_folder_scores_every_pair_like_score_pair(data):
 
 def test_evaluate_folder_defaults_to_all_metrics(data):
     pairs = find_pairs(data / "ir", data / "vi").pairs[:1]
-    result = evaluate.evaluate_folder(data / "mean", pairs)
+    result = score_folder(data / "mean", pairs)
     assert list(result["mean"]) == list(METRICS)
     assert all(math.isfinite(v) for v in result["per_image"]["1"].values())
 
@@ -84,14 +85,14 @@ def test_fused_file_may_use_the_ir_or_vis_stem(tmp_path):
     assert pairs[0].name == "7"
     save(tmp_path / "by_ir" / "IR7.jpg", a)
     save(tmp_path / "by_vis" / "VIS7.bmp", b)
-    assert evaluate.evaluate_folder(tmp_path / "by_ir", pairs, ["SSIM"])["per_image"]["7"]["SSIM"] > 1
-    assert evaluate.evaluate_folder(tmp_path / "by_vis", pairs, ["SSIM"])["per_image"]["7"]["SSIM"] > 1
+    assert score_folder(tmp_path / "by_ir", pairs, ["SSIM"])["per_image"]["7"]["SSIM"] > 1
+    assert score_folder(tmp_path / "by_vis", pairs, ["SSIM"])["per_image"]["7"]["SSIM"] > 1
 
 
 def test_missing_extra_unreadable_and_mismatched_fused_images_are_reported(data):
     pairs = find_pairs(data / "ir", data / "vi").pairs
     save(data / "max" / "stray.png", texture(5))
-    result = evaluate.evaluate_folder(data / "max", pairs, FEW)
+    result = score_folder(data / "max", pairs, FEW)
     assert list(result["per_image"]) == ["1", "2"]
     assert len(result["problems"]) == 2
     assert "3: no fused image" in result["problems"][0]
@@ -99,7 +100,7 @@ def test_missing_extra_unreadable_and_mismatched_fused_images_are_reported(data)
 
     save(data / "max" / "1.png", texture(1, (40, 56)))
     (data / "max" / "2.png").write_bytes(b"not a png")
-    result = evaluate.evaluate_folder(data / "max", pairs, FEW)
+    result = score_folder(data / "max", pairs, FEW)
     assert result["per_image"] == {}
     problems = result["problems"]
     assert any("1.png: image sizes differ (fused 56x40, IR 56x48, VIS 56x48)" in p for p in problems)
@@ -110,13 +111,13 @@ def test_missing_extra_unreadable_and_mismatched_fused_images_are_reported(data)
 def test_two_fused_files_with_one_stem_are_ambiguous(data):
     pairs = find_pairs(data / "ir", data / "vi").pairs
     save(data / "mean" / "1.jpg", texture(1))
-    problems = evaluate.evaluate_folder(data / "mean", pairs, FEW)["problems"]
+    problems = score_folder(data / "mean", pairs, FEW)["problems"]
     assert len(problems) == 1 and "1: several fused images share its stem" in problems[0]
 
 
 def test_missing_fused_folder_is_an_error(data):
     with pytest.raises(CrossFuseError, match="fused folder does not exist"):
-        evaluate.evaluate_folder(data / "nope", find_pairs(data / "ir", data / "vi").pairs, FEW)
+        score_folder(data / "nope", find_pairs(data / "ir", data / "vi").pairs, FEW)
 
 
 def test_results_table_shows_mean_row_and_std_row_per_method():
@@ -130,7 +131,7 @@ def test_results_table_shows_mean_row_and_std_row_per_method():
     assert [line.split() for line in lines] == [
         ["method", "n", "EN", "PSNR"],
         ["mean", "1", "6.500", "inf"],
-        ["±0.2500", "±nan"],
+        ["±0.2500", "±n/a"],
         ["max", "2", "7.000", "12.00"],
         ["±0.000", "±1.500"],
     ]
@@ -263,7 +264,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(data, args, text):
 def test_evaluate_folder_uses_the_profile_reader_and_metrics(data):
     pairs = find_pairs(data / "ir", data / "vi").pairs
     cddfuse = get_profile("cddfuse")
-    result = evaluate.evaluate_folder(data / "mean", pairs, ["PSNR", "MI"], profile=cddfuse)
+    result = score_folder(data / "mean", pairs, ["PSNR", "MI"], profile=cddfuse)
     a, b = np.asarray(Image.open(data / "ir" / "1.png")), np.asarray(Image.open(data / "vi" / "1.png"))
     f = np.asarray(Image.open(data / "mean" / "1.png"))
     expected = score(cddfuse, *(x.astype(np.float32) for x in (f, a, b)), ["PSNR", "MI"])
@@ -335,22 +336,14 @@ def test_outputs_are_checked_writable_before_scoring(data, option, capsys):
 def test_failed_write_keeps_previous_results(data, monkeypatch, capsys):
     previous = "method,image,EN\nold,1,1.0\n"
     (data / "s.csv").write_text(previous)
-    real_writer = csv.writer
+    real_write = Path.write_text
 
-    class FailingWriter:
-        """Writes the header, then fails like a full disk."""
+    def disk_full(path: Path, text: str, *args, **kwargs):
+        """Writes half the text, then fails like a full disk."""
+        real_write(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
 
-        def __init__(self, out):
-            self.inner = real_writer(out)
-            self.rows = 0
-
-        def writerow(self, row):
-            self.rows += 1
-            if self.rows > 1:
-                raise OSError(28, "No space left on device")
-            self.inner.writerow(row)
-
-    monkeypatch.setattr(evaluate.csv, "writer", FailingWriter)
+    monkeypatch.setattr(Path, "write_text", disk_full)
     code = evaluate.main(["--fused", str(data / "mean"), "--ir", str(data / "ir"), "--vi", str(data / "vi"),
                           "--metrics", "EN", "--csv", str(data / "s.csv")])
     assert code == 2

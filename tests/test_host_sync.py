@@ -20,7 +20,7 @@ from dataio.datasets import make_loader
 from net.encoder import AutoEncoder
 from net.model import CrossFuse
 from tests.test_model import TINY
-from training import jobs
+from training import stages
 from training.optim import make_optimizer, step_if
 from training.runtime import Runtime
 from training.trainer import Job, train, train_step
@@ -53,7 +53,7 @@ class SquaredError:
 
 def tiny_run(tmp_path: Path, step: int, nan_at: tuple[int, ...] = ()) -> tuple[Job, dict]:
     model = nn.Conv2d(1, 1, 3, padding=1)
-    config = settings(EndToEnd, [f"--out_root={tmp_path}", "--device=cpu", "--workers=0", "--batch_size=1",
+    config = settings(EndToEnd, [f"--out_root={tmp_path}", "--device=cpu", "--workers=0", "--batch=1",
                              "--epochs=1", f"--log_every={step}", "--checkpoint_every=1000", "--preview_images=0"], "")
     job = Job("tiny", "tiny", tmp_path, model, Images(), lambda m, b: m(b[0]), SquaredError(model, nan_at),
               lambda m, e: [])
@@ -159,11 +159,11 @@ def test_real_training_steps_never_read_the_device(monkeypatch, stage):
     """Model, loss (MS-SSIM's range rule included) and the guarded update of every stage: no reads."""
     torch.manual_seed(0)
     if stage == "stage1":
-        model, loss = AutoEncoder(TINY), jobs.reconstruction_loss_fn(settings(Stage1, [], ""))
+        model, loss = AutoEncoder(TINY), stages.reconstruction_loss_fn(settings(Stage1, [], ""))
         forward, batch = (lambda m, b: m(b[0])), (torch.rand(2, 1, 32, 32) * 255,)
     else:
         model = CrossFuse(TINY, frozen_encoders=stage == "stage2")
-        loss, forward = jobs.fusion_loss_fn(settings(EndToEnd, [], "")), jobs.fusion_forward
+        loss, forward = stages.fusion_loss_fn(settings(EndToEnd, [], "")), stages.fusion_forward
         batch = (torch.rand(2, 1, 32, 32) * 255, torch.rand(2, 1, 32, 32) * 255)
     job = Job(stage, stage, Path("."), model.train(), [], forward, loss, lambda m, e: [])
     optimizer = make_optimizer(model, Stage1(lr=1e-3, weight_decay=0.9))

@@ -17,9 +17,11 @@ import train_end_to_end
 from dataio.demo_data import make_demo_dataset
 from formats import run_layout
 from formats.checkpoint import read_checkpoint
+from training.stages import ARMS
+from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--image_size=32", "--batch_size=2", "--workers=0", "--train_num=0", "--shallow=4", "--growth=4", "--deep=8",
+TINY = ["--image_size=32", "--batch=2", "--workers=0", "--train_num=0", "--shallow=4", "--growth=4", "--deep=8",
         "--decoder=8", "--tile=4", "--heads=2", "--mlp_ratio=2", "--epochs=1", "--log_every=1", "--preview_images=1",
         "--checkpoint_every=1", "--device=cpu"]
 FUSION_ONLY = ("--tile", "--heads", "--mlp_ratio")
@@ -58,7 +60,7 @@ def test_dry_run_lists_runs_and_trains_nothing(data, tmp_path, capsys):
     assert study.main(study_args(data, tmp_path, "--dry-run", "--nproc", "2", "--only", "end-to-end:0")) == 0
     only = capsys.readouterr().out.splitlines()
     assert len(only) == 2 and only[0].startswith("end-to-end:0") and "1 of 1 runs to train" in only[1]
-    assert "-m torch.distributed.run --standalone --nproc_per_node=2 train_end_to_end.py" in only[0]
+    assert f"-m torch.distributed.run --standalone --nproc_per_node=2 {ROOT / 'train_end_to_end.py'}" in only[0]
 
 
 def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
@@ -72,7 +74,7 @@ def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
 
 
 def test_killed_study_resumes_without_retraining_finished_runs(data, tmp_path):
-    argv = [*study_args(data, tmp_path, "--batch_size=1", arms="two-stage,end-to-end"), "--curve-images", "0"]
+    argv = [*study_args(data, tmp_path, "--batch=1", arms="two-stage,end-to-end"), "--curve-images", "0"]
     s = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "study.py", *argv], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -111,7 +113,7 @@ def test_killed_study_resumes_without_retraining_finished_runs(data, tmp_path):
     assert "stage-1:0 in" not in concurrent.stdout
     for arm, folder in (("two-stage", "transfuse"), ("end-to-end", "end_to_end")):
         assert "epoch 1 done" in (s / arm / "seed_0" / "train.log").read_text()
-        assert run_layout.fusion_file(s / arm / "seed_0" / folder, arm, 1).is_file()
+        assert ARMS[arm].fusion_path(s / arm / "seed_0" / folder, 1).is_file()
 
 
 def test_slurm_scripts_and_one_array_task_run_locally(data, tmp_path):
@@ -122,7 +124,7 @@ def test_slurm_scripts_and_one_array_task_run_locally(data, tmp_path):
     assert array.startswith("#!/bin/bash\n") and "#SBATCH --array=0-2" in array
     assert "RUNS=(two-stage:0 end-to-end:0 warm-start:0)" in array
     assert '--only "${RUNS[$SLURM_ARRAY_TASK_ID]}"' in array and "--slurm" not in array
-    assert f"cd {ROOT}" in array and "study.py --arms two-stage,end-to-end,warm-start" in array
+    assert f"cd {Path.cwd()}" in array and "study.py --arms two-stage,end-to-end,warm-start" in array
     compare = (folder / "compare.sbatch").read_text()
     assert "--only" not in compare and "study.py --arms" in compare
     submit = (folder / "submit.sh").read_text()
@@ -136,7 +138,7 @@ def test_slurm_scripts_and_one_array_task_run_locally(data, tmp_path):
     s = tmp_path / "s"
     assert not (s / "two-stage").exists() and not (s / "end-to-end").exists() and not (s / "report").exists()
     warm = s / "warm-start" / "seed_0" / "end_to_end_warm"
-    meta = read_checkpoint(run_layout.fusion_file(warm, "warm-start", 1)).meta
+    meta = read_checkpoint(ARMS["warm-start"].fusion_path(warm, 1)).meta
     assert meta["approach"] == "end-to-end, warm start"
     assert meta["encoders_from"] == [str(s / "stage-1" / "seed_0" / "autoencoder" / f"auto_encoder_epoch_1_{m}.model")
                                      for m in ("ir", "vi")]
@@ -151,7 +153,7 @@ def test_warm_start_begins_from_the_stage1_encoders(data, tmp_path):
     stage1 = tmp_path / "autoencoder"
     files = [f"--init_ir_encoder={stage1 / 'auto_encoder_epoch_1_ir.model'}",
              f"--init_vi_encoder={stage1 / 'auto_encoder_epoch_1_vi.model'}"]
-    train_end_to_end.main([*common, *files, "--lr=0", "--lr_min=0", "--weight_decay=0"])  # lr 0: weights stay
+    train_end_to_end.main([*common, *files, "--lr=1e-30", "--lr_min=0", "--weight_decay=0"])  # weights stay
     warm = tmp_path / "end_to_end_warm"
     assert not (tmp_path / "end_to_end").exists()
     for modality in ("ir", "vi"):
@@ -160,9 +162,9 @@ def test_warm_start_begins_from_the_stage1_encoders(data, tmp_path):
         assert end.meta["approach"] == "end-to-end, warm start" and end.meta["modality"] == modality
         for key, value in end.state.items():
             assert torch.equal(value, start[f"encoder.{key}"]), key
-    with pytest.raises(train_end_to_end.CrossFuseError, match="give one of --init_from"):
+    with pytest.raises(CrossFuseError, match="give one of --init_from"):
         train_end_to_end.main([*common, *files, f"--init_from={tmp_path}"])
-    with pytest.raises(train_end_to_end.CrossFuseError, match="go together"):
+    with pytest.raises(CrossFuseError, match="go together"):
         train_end_to_end.main([*common, files[0]])
-    with pytest.raises(train_end_to_end.CrossFuseError, match="no auto_encoder_epoch_N_ir.model"):
+    with pytest.raises(CrossFuseError, match="no auto_encoder_epoch_N_ir.model"):
         train_end_to_end.main([*common, f"--init_from={data}"])

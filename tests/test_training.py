@@ -22,11 +22,11 @@ from net.model import CrossFuse
 from tests.reference_models import reference_parts
 from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
-from training.config import parse_overrides
-from training.jobs import fusion_forward, fusion_loss_fn, reconstruction_loss_fn
 from training.msssim import ValidFilter
 from training.optim import make_optimizer
 from training.runtime import Runtime
+from training.settings import parse_overrides
+from training.stages import END_TO_END, STAGE2, fusion_forward, fusion_job, fusion_loss_fn, reconstruction_loss_fn
 from training.trainer import Job, state_path, train, train_step
 from utils.errors import CrossFuseError
 
@@ -71,8 +71,7 @@ def test_stage1_first_step_matches_reference(vectors, reference_dir):
 def test_stage2_first_step_matches_reference(vectors, reference_dir, tmp_path):
     subprocess.run([sys.executable, str(reference_dir / "official_weights.py"), str(tmp_path)], check=True)
     config = settings(Stage2, [f"--reference={tmp_path}"], "")
-    ir, vi, sources = train_fusion.stage1_encoders(config)
-    model = train_fusion.fusion_model(config, ir, vi)
+    model = STAGE2.build(config, STAGE2.encoder_files(config))
     _, _, fusion = reference_parts(reference_dir)
     model.fusion.load_state_dict(fusion.state_dict())
     assert not any(p.requires_grad for p in model.ir_encoder.parameters())
@@ -202,8 +201,8 @@ class NanAfter:
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path):
     config = settings(EndToEnd, args(data, tmp_path, *ENCODER, *FUSION, "--epochs=3", "--checkpoint_every=2"), "")
-    model = CrossFuse(train_end_to_end.model_config(config))
-    job = train_end_to_end.end_to_end_job(config, model, torch.device("cpu"))
+    job = fusion_job(END_TO_END, config, torch.device("cpu"), [])
+    model = job.model
     job.loss = NanAfter(5)  # steps 1-4 fine (checkpoints after steps 2, 3 = epoch end, and 4), step 5 NaN
     with pytest.raises(CrossFuseError, match=r"non-finite loss \(total=nan\) at epoch 2, batch 2 of end_to_end"):
         train(job, config, Runtime(torch.device("cpu")))
@@ -241,7 +240,7 @@ def test_two_process_ddp_on_cpu(data, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29517", "train_end_to_end.py",
-                             *args(data, tmp_path, *ENCODER, *FUSION, "--epochs=1", "--batch_size=1")],
+                             *args(data, tmp_path, *ENCODER, *FUSION, "--epochs=1", "--batch=1")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "x 2 processes" in result.stdout

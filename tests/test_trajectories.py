@@ -22,13 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
 from cli.entry import settings
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
-from training import jobs, trainer
+from training import stages, trainer
 from training.optim import make_optimizer
 from training.runtime import Runtime
 
@@ -78,7 +77,7 @@ def test_stage1_trajectory(trajectories, reference_dir):
     assert config.lr == entry["lr"]
     model, _, _ = reference_parts(reference_dir)
     batches = [(b["ir"][..., :64, :64],) for b in trajectories["batches"]]
-    got = trajectory(model.train(), lambda m, b: m(b[0]), jobs.reconstruction_loss_fn(config), config, batches)
+    got = trajectory(model.train(), lambda m, b: m(b[0]), stages.reconstruction_loss_fn(config), config, batches)
     assert relative_errors(got, entry).max() < 2e-4, (got, entry)
 
 
@@ -87,11 +86,10 @@ def test_stage2_trajectory(trajectories, reference_dir, tmp_path):
     subprocess.run([sys.executable, str(reference_dir / "official_weights.py"), str(tmp_path)], check=True)
     config = settings(Stage2, [f"--reference={tmp_path}"], "")
     assert config.lr == entry["lr"]
-    ir, vi, _ = train_fusion.stage1_encoders(config)
-    model = train_fusion.fusion_model(config, ir, vi)
+    model = stages.STAGE2.build(config, stages.STAGE2.encoder_files(config))
     _, _, fusion = reference_parts(reference_dir)
     model.fusion.load_state_dict(fusion.state_dict())
-    got = trajectory(model.train(), jobs.fusion_forward, jobs.fusion_loss_fn(config), config, pairs(trajectories))
+    got = trajectory(model.train(), stages.fusion_forward, stages.fusion_loss_fn(config), config, pairs(trajectories))
     assert relative_errors(got, entry).max() < 2e-4, (got, entry)
 
 
@@ -101,7 +99,7 @@ def test_end_to_end_trajectory(trajectories, reference_dir):
     assert config.lr == entry["lr"]
     ir, vi, fusion = reference_parts(reference_dir)
     model = CrossFuse.from_parts(ir.encoder, vi.encoder, fusion).train()
-    got = trajectory(model, jobs.fusion_forward, jobs.fusion_loss_fn(config), config, pairs(trajectories))
+    got = trajectory(model, stages.fusion_forward, stages.fusion_loss_fn(config), config, pairs(trajectories))
     errors = relative_errors(got, entry)
     assert errors[:7].max() < 2e-3, (got, entry)
     assert errors.max() < END_TO_END_REL, (got, entry)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from training.config import format_config
+from training.settings import format_config
 from utils.device import pick_device
 from utils.settings import Settings
 

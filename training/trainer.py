@@ -24,12 +24,11 @@ from tqdm import tqdm
 from dataio.datasets import make_loader
 from dataio.images import write_gray
 from formats import run_layout
-from net.config import ModelConfig
-from training.config import save_config
 from training.optim import lr_at, make_optimizer, step_if
 from training.runtime import Runtime
+from training.settings import fixed_on_resume, save_config, upgrade
 from utils.atomic import atomic_save, atomic_write, check_writable
-from utils.cores import pick_threads, process_cores
+from utils.cores import loader_workers, pick_threads, process_cores
 from utils.device import autocast, peak_memory
 from utils.errors import CrossFuseError
 from utils.settings import Settings
@@ -98,10 +97,10 @@ def save_state(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, r
                  "config": record}, state_path(job))
 
 
-# Settings a resumed run must share with the interrupted one: they decide which batch comes next, or
-# what the saved weights mean. Any other change (lr, epochs, logging...) is allowed with a warning.
-RESUME_FIXED = ("dataset", "images", "modality", "train_num", "image_size", "crop", "hflip", "vflip",
-                "batch_size", "seed", "world_size", *ModelConfig.__dataclass_fields__)
+# Settings a resumed run must share with the interrupted one (training.settings marks them `fixed`):
+# they decide which batch comes next, or what the saved weights mean; so does the number of processes.
+# Any other change (lr, epochs, logging...) is allowed with a warning.
+RESUME_FIXED = fixed_on_resume() | {"world_size"}
 
 
 def load_state(job: Job, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> Progress:
@@ -113,7 +112,7 @@ def load_state(job: Job, optimizer: torch.optim.Optimizer, record: dict[str, Any
         raise CrossFuseError(f"{path}: cannot read the training state ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("job") != job.name:
         raise CrossFuseError(f"{path}: not a training state of {job.name}")
-    saved = state["config"]
+    saved = upgrade(state["config"])
     changed = {k: (saved.get(k), record.get(k)) for k in saved.keys() | record.keys()
                if k not in ("resume", "demo") and saved.get(k) != record.get(k)}
     fixed = [f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()) if k in RESUME_FIXED]
@@ -203,7 +202,7 @@ def train(job: Job, config: Settings, runtime: Runtime) -> None:
     suggested = False
     while progress.epoch < epochs:
         epoch = progress.epoch
-        loader = make_loader(job.dataset, config.batch_size, True, config.workers, config.seed, epoch,
+        loader = make_loader(job.dataset, config.batch, True, loader_workers(config.workers), config.seed, epoch,
                              (runtime.rank, runtime.world), skip_batches=progress.batch)
         batches = loader.sampler.batches
         lr = lr_at(config, epoch)

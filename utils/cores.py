@@ -15,9 +15,10 @@ def process_cores() -> int:
     return max(1, len(allowed_cores()) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def loader_workers() -> int:
-    """DataLoader processes: half of this process's cores, 1 to 8 (decoding overlaps the step)."""
-    return min(8, max(1, process_cores() // 2))
+def loader_workers(setting: int | str = "auto") -> int:
+    """DataLoader processes: the `workers` setting, or for "auto" half of this process's cores, 1 to 8
+    (decoding overlaps the step)."""
+    return setting if isinstance(setting, int) else min(8, max(1, process_cores() // 2))
 
 
 def allowed_cores() -> set[int]:

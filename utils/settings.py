@@ -1,20 +1,15 @@
-"""What an args class is: settings as class attributes with their defaults, presets, and a frozen instance
+"""What an args class is: settings as class attributes holding their defaults, and a frozen instance
 per run. Bottom layer (no suite imports but the error type), so the args files, the data package and
 the training loop can all name the type."""
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 from utils.errors import CrossFuseError
-
-CLASS_FACTS = ("presets", "demo_epochs")  # attributes of an args class that are not settings
 
 
 class Settings:
     """Base of the args classes: the class body holds each setting's default (and so its type, for an
     editor or a type checker); an instance holds one run's values, frozen, so a misspelt or reassigned
     setting fails where it is written instead of passing silently through a dict."""
-
-    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # name -> the values it replaces
-    demo_epochs: ClassVar[int] = 1  # epochs of the --demo schedule
 
     def __init__(self, **values: Any) -> None:
         known = defaults(type(self))
@@ -38,18 +33,5 @@ class Settings:
 
 
 def defaults(args_class: type) -> dict[str, Any]:
-    """The settings of an args class and its bases, in file order (a subclass's value wins)."""
-    config: dict[str, Any] = {}
-    for cls in reversed(args_class.__mro__[:-1]):
-        config.update({k: v for k, v in vars(cls).items()
-                       if not k.startswith("_") and not callable(v) and k not in CLASS_FACTS})
-    return config
-
-
-def presets(args_class: type) -> dict[str, dict[str, Any]]:
-    """Named presets of an args class, merged down its bases; "reference" is the file's own values."""
-    merged: dict[str, dict[str, Any]] = {"reference": {}}
-    for cls in reversed(args_class.__mro__[:-1]):
-        for name, values in vars(cls).get("presets", {}).items():
-            merged.setdefault(name, {}).update(values)
-    return merged
+    """The settings an args class declares, in file order."""
+    return {k: v for k, v in vars(args_class).items() if not k.startswith("_") and not callable(v)}

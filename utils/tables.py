@@ -1,5 +1,5 @@
-"""Plain-text tables for the terminal: the one column aligner behind bench.py, evaluate.py and
-compare_training_approaches.py, so their tables line up by the same rules."""
+"""Plain text for people: the one column aligner behind bench.py, evaluate.py and the comparison, and
+the one way numbers and durations are written in their tables and reports."""
 from collections.abc import Iterable, Sequence
 
 
@@ -14,3 +14,22 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: st
     return "\n".join("  ".join(cell.rjust(width) if side == ">" else cell.ljust(width)
                                for cell, width, side in zip(row, widths, sides, strict=True)).rstrip()
                      for row in table)
+
+
+def number(value: float | None, digits: int = 4, sign: bool = False) -> str:
+    """A value with `digits` significant digits (trailing zeros kept, so columns compare); n/a for a
+    missing or undefined value, inf as inf."""
+    if value is None or value != value:
+        return "n/a"
+    if value in (float("inf"), float("-inf")):
+        return str(value)
+    return f"{value:{'+' if sign else ''}#.{digits}g}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as s, min or h, whichever reads best."""
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "n/a"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
