@@ -26,7 +26,8 @@ DECODER_BAND_PIXELS = 2**19  # output pixels the decoder's full-resolution layer
 
 
 class FusionDecoder(nn.Module):
-    """Adds activity-weighted deep and shallow features of both sources to the CAM output.
+    """Adds activity-weighted deep and shallow features of both sources to the CAM output; the result
+    is the output before its stretch to grey levels (CrossFuse.forward, which knows the inputs).
 
     At inference the full-resolution end (conv4, the shallow-feature weights, the output layer) runs
     in horizontal bands and reads the shallow features band by band (CrossFuse.encode hands them
@@ -55,11 +56,11 @@ class FusionDecoder(nn.Module):
         z = upsample(self.conv2(z))
         z = self.conv3(z)
         if not (torch.is_grad_enabled() or self.training):
-            return stretch_to_255(self.full_resolution_in_bands(z, ir_sh, vi_sh, sh_std))
+            return self.full_resolution_in_bands(z, ir_sh, vi_sh, sh_std)
         if sh_std is not None:
             ir_sh, vi_sh = ir_sh / sh_std, vi_sh / sh_std
         z = pad_to(self.conv4(upsample(z)), *ir_sh.shape[-2:])
-        return stretch_to_255(self.blend(z, ir_sh, vi_sh))
+        return self.blend(z, ir_sh, vi_sh)
 
     def blend(self, z: torch.Tensor, ir_sh: torch.Tensor, vi_sh: torch.Tensor,
               rows: slice = slice(None)) -> torch.Tensor:
@@ -101,10 +102,29 @@ class FusionDecoder(nn.Module):
 
 
 FLAT_RANGE = 1e-3  # an output whose max - min is below this share of its magnitude is flat
+FULL_STRETCH_INPUTS = 64  # inputs spanning at least this many grey levels get the reference's full stretch
 
 
-def stretch_to_255(z: torch.Tensor) -> torch.Tensor:
-    """The reference's per-image min-max stretch to 0..255, except for (nearly) flat outputs.
+def output_span(ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the grey range the output is stretched over and where it starts (B x 1 x 1 x 1 each).
+
+    The reference stretches every output to 0..255, whatever the inputs hold; so two flat inputs fuse
+    to their border effects blown up to the full range. Here the output may span at most 255 /
+    FULL_STRETCH_INPUTS times the larger of the two inputs' ranges: inputs of ordinary contrast (64
+    grey levels or more, every image the reference was run on) get exactly the reference's 0..255,
+    flatter ones proportionally less, centred on the inputs' mean level, and flat inputs a flat output.
+    """
+    def spread(x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(-2, -1), keepdim=True) - x.amin(dim=(-2, -1), keepdim=True)
+
+    span = (torch.maximum(spread(ir), spread(vi)) * (255 / FULL_STRETCH_INPUTS)).clamp(max=255)
+    level = (ir.mean(dim=(-2, -1), keepdim=True) + vi.mean(dim=(-2, -1), keepdim=True)) / 2
+    return span, torch.minimum((level - span / 2).clamp(min=0), 255 - span)
+
+
+def stretch_output(z: torch.Tensor, span: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """The reference's per-image min-max stretch, over `span` grey levels from `start` (output_span),
+    except for (nearly) flat outputs.
 
     Stretching a flat output would blow float rounding noise up to full-range noise, so an image
     whose range is below FLAT_RANGE of its magnitude is returned unstretched (no host sync: where).
@@ -112,7 +132,7 @@ def stretch_to_255(z: torch.Tensor) -> torch.Tensor:
     lo = z.amin(dim=(-2, -1), keepdim=True)
     hi = z.amax(dim=(-2, -1), keepdim=True)
     flat = (hi - lo) <= FLAT_RANGE * torch.maximum(hi.abs(), lo.abs()).clamp_min(1.0)
-    return torch.where(flat, z, (z - lo) / (hi - lo + 1e-6) * 255)
+    return torch.where(flat, z, (z - lo) / (hi - lo + 1e-6) * span + start)
 
 
 def standardise_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -173,8 +193,8 @@ class FusionNet(nn.Module):
 class CrossFuse(nn.Module):
     """IR encoder + VIS encoder + fusion network: an IR and a VIS image of any size in, fused out.
 
-    Inputs and output are B x 1 x H x W holding 0..255. With frozen encoders (stage 2) they stay in
-    eval mode and run without gradient, as in the reference.
+    Inputs and output are B x 1 x H x W holding 0..255; the output is stretched as output_span says.
+    With frozen encoders (stage 2) they stay in eval mode and run without gradient, as in the reference.
     """
 
     def __init__(self, cfg: ModelConfig = ModelConfig(), frozen_encoders: bool = False):
@@ -228,5 +248,5 @@ class CrossFuse(nn.Module):
         if ir.shape != vi.shape:
             raise ValueError(f"IR and VIS batches differ in shape: {tuple(ir.shape)} vs {tuple(vi.shape)}")
         h, w = ir.shape[-2:]
-        fused = self.fusion(*self.encode(pad_small(ir), pad_small(vi)))
+        fused = stretch_output(self.fusion(*self.encode(pad_small(ir), pad_small(vi))), *output_span(ir, vi))
         return crop_center(fused, h, w)

@@ -340,3 +340,20 @@ def test_encoders_of_different_widths_are_one_line():
     assert encoder_widths(narrow, narrow) == {"shallow": 4, "growth": 4, "dense_layers": 3, "deep": 8}
     with pytest.raises(CrossFuseError, match=r"ir.model has \(4, 4, 3, 8\) and vi.model has \(4, 4, 3, 16\)"):
         encoder_widths(narrow, wide, ("ir.model", "vi.model"))
+
+
+@pytest.mark.parametrize("size", [(48, 48), (7, 300)])
+def test_uniform_inputs_fuse_flat(size):
+    """Two constant images fuse to a (nearly) constant image at their level, not to border effects stretched
+    over the full grey range; inputs of ordinary contrast keep the reference's full 0..255 stretch."""
+    torch.manual_seed(0)
+    model = CrossFuse(ModelConfig(shallow=8, growth=8, deep=16, decoder=16, tile=8, heads=4, mlp_ratio=2)).eval()
+    ir, vi = np.full(size, 100, np.uint8), np.full(size, 120, np.uint8)
+    fused = fuse_gray(model, ir, vi, torch.device("cpu"))
+    assert fused.std() < 3 and abs(float(fused.mean()) - 110) < 3
+    low = np.random.default_rng(0).integers(100, 105, size).astype(np.uint8)  # 4 grey levels of texture
+    assert np.ptp(fuse_gray(model, low, vi, torch.device("cpu"))) <= 4 * 255 / 64 + 1
+    textured = np.random.default_rng(1).integers(0, 256, size).astype(np.uint8)
+    fused = fuse_gray(model, textured, vi, torch.device("cpu"))
+    if min(size) >= 48:  # smaller images are padded, stretched, then cropped (as the reference would)
+        assert fused.min() == 0 and fused.max() == 255

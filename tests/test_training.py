@@ -1,4 +1,5 @@
 """The three training pipelines: faithful first steps, outputs, overrides, resume, NaN and DDP (tiny models)."""
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
 from cli.entry import settings
+from evaluation.runs import load_run
+from formats import run_layout
 from formats.checkpoint import load_crossfuse, read_checkpoint
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
@@ -263,3 +266,30 @@ def test_loss_filter_gradient_equals_the_convolutions(kernel):
     g = torch.randn_like(ours)
     torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(expected, x, g)[0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_saved_under_the_old_setting_names_resumes_and_compares(data, tmp_path, capsys):
+    """Runs written before `batch_size` became `batch` (and `step` became `log_every`) keep working."""
+    common = [*ENCODER, *FUSION, f"--test_dir={data / 'test'}", "--preview_images=0"]
+    train_end_to_end.main(args(data, tmp_path, *common, "--epochs=1"))
+    folder = tmp_path / "end_to_end"
+    old = {"batch": "batch_size", "log_every": "step"}
+    state_file = folder / "training_state_end_to_end.pt"
+    state = torch.load(state_file, weights_only=False)
+    state["config"] = {old.get(k, k): v for k, v in state["config"].items()}
+    torch.save(state, state_file)
+    mat = scipy.io.loadmat(folder / "loss/loss_data_end_to_end_e0.mat")
+    config = json.loads(str(mat["config"][0]))
+    mat["config"] = json.dumps({old.get(k, k): v for k, v in config.items()})
+    scipy.io.savemat(folder / "loss/loss_data_end_to_end_e0.mat", {k: v for k, v in mat.items() if k[0] != "_"})
+    capsys.readouterr()
+    train_end_to_end.main(args(data, tmp_path, *common, "--epochs=2", "--resume"))
+    captured = capsys.readouterr()
+    assert "resuming end_to_end at epoch 2" in captured.out and "batch" not in captured.err
+    log = run_layout.latest_losses(folder, "end_to_end", "")
+    assert log.loss.size == 6 and "batch" in log.config  # written anew under the new names
+    mat["config"] = json.dumps({old.get(k, k): v for k, v in log.config.items()})
+    scipy.io.savemat(folder / "loss/loss_data_end_to_end_e1.mat", {k: v for k, v in mat.items() if k[0] != "_"}
+                     | {k: v for k, v in scipy.io.loadmat(log.path).items() if k[0] != "_" and k != "config"})
+    run = load_run("end-to-end", "old", folder, None)
+    assert run.log.config["batch"] == 2 and "batch_size" not in run.log.config

@@ -43,7 +43,7 @@ LossFn = Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
 class Job:
     """Everything that differs between the three training scripts."""
 
-    name: str  # file-name part on disk (run_layout's Layout.job for fusion): "trans", "end_to_end", "autoencoder_ir"
+    name: str  # file-name part on disk (training.stages: Stage.job): "trans", "end_to_end", "autoencoder_ir"
     title: str  # log-line prefix, e.g. "🔄 E2E"
     out_dir: Path
     model: nn.Module
