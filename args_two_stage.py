@@ -57,6 +57,7 @@ class Stage1(Settings):
     checkpoint_every = 200  # training-state checkpoint every N steps, and at each epoch end
     preview_images = 4  # fixed items shown in the per-epoch PNG grid
     resume = False  # continue from the training-state checkpoint
+    overwrite = False  # start afresh where an earlier run of this stage is: its files are deleted first
     demo = False  # generate data/demo and train a short schedule with a narrow model
 
 
@@ -117,4 +118,5 @@ class Stage2(Settings):
     checkpoint_every = 200  # training-state checkpoint every N steps, and at each epoch end
     preview_images = 4  # fixed pairs shown in the per-epoch PNG grid
     resume = False  # continue from the training-state checkpoint
+    overwrite = False  # start afresh where an earlier run of this stage is: its files are deleted first
     demo = False  # generate data/demo and train a short schedule with a narrow model

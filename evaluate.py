@@ -7,10 +7,13 @@
 Pairs are matched by dataio.pairs.find_pairs; the fused image of a pair is the file in the fused
 folder whose stem is the pair name, or else the IR or VIS file's own stem (any image extension).
 Pairs without a fused image, unreadable or mis-sized images and unmatched files are listed on
-stderr rather than skipped silently. Missing pairs (a fused image, IR or VIS file without its
-counterparts) are also recorded under "missing" in the JSON and make the exit code 2 once the
-results are written, unless --allow-missing. The table shows per-metric mean and (population)
-standard deviation, one row per method, under the metric profile's name (evaluation/metric_profiles.py).
+stderr rather than skipped silently. Every pair a method could not be scored on (no, several,
+unreadable or mis-sized fused images) and every file without its counterparts is recorded under
+"missing" in the JSON and makes the exit code 2 once the results are written, unless
+--allow-missing: a method's row never averages fewer images unnoticed. A VIS image of another size
+than its IR image is scored at the IR image's size, as fuse.py fuses it. The table shows per-metric
+mean and (population) standard deviation, one row per method, under the metric profile's name
+(evaluation/metric_profiles.py).
 Every output is checked to be writable before scoring and written atomically.
 
 Metrics reward noise and grids and punish flat images, so the table always ends with the pixel-mean
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cli.entry import run_main
+from dataio.datasets import to_ir_size
 from dataio.pairs import Pair, find_pairs
 from evaluation.metric_profiles import PROFILES, SUITE, Profile, get_profile
 from evaluation.reports import csv_text, json_ready, latex_escape, latex_table, write_text
@@ -144,14 +148,14 @@ def parse_metrics(text: str | None, profile: Profile = SUITE) -> list[str]:
 
 
 def readable(pairs: Sequence[Pair], profile: Profile) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, IR, VIS) of every pair the profile can read at one size; the others are the methods' problems."""
+    """(name, IR, VIS at the IR image's size) of every pair the profile can read; the others are the methods'
+    problems."""
     for pair in pairs:
         try:
             ir, vi = profile.read(pair.ir), profile.read(pair.vi)
         except CrossFuseError:
             continue
-        if ir.shape == vi.shape:
-            yield pair.name, ir, vi
+        yield pair.name, ir, to_ir_size(ir, vi)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
     for name, r in results.items():
         problems += [f"[{name}] {line}" for line in r["problems"]]
         missing += [f"[{name}] {item}" for item in r["missing"]]
+    resized = max((r["resized"] for r in results.values()), default=0)
+    if resized:
+        print(f"note: {resized} pairs differ in size; they are scored with the VIS image resized to the IR image's "
+              "size, as fuse.py fuses them", file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s):", file=sys.stderr)
         print("\n".join(f"  {line}" for line in problems), file=sys.stderr)

@@ -6,8 +6,11 @@
 Weights: the paper's released files (--reference DIR), a run of this suite (--model FILE_OR_DIR,
 optionally --epoch N), or explicit --fusion/--ir-encoder/--vi-encoder files of either kind.
 A colour visible image is fused through its luma and written in colour (Cb, Cr from the visible
-image) unless --gray. Output: 8-bit, same size as the inputs; for one pair --out names the file and
-its format (.png, .jpg/.jpeg at quality 95, .bmp, .tif/.tiff), for folders PNG files.
+image) unless --gray. Output: 8-bit, the IR image's size; a VIS image of another size (a registered
+pair captured at two resolutions, as RoadScene's) is resized to it, as training reads such pairs, and
+a note says how many were (--same-size refuses them instead). For one pair --out names the file and
+its format (.png, .jpg/.jpeg at quality 95, .bmp, .tif/.tiff), for folders PNG files. Exit code 2 when
+any pair could not be fused (each is named on its own error line), as for every problem to fix.
 """
 import argparse
 import sys
@@ -16,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cli.entry import run_main
-from dataio.images import WRITE_FORMATS
+from dataio.images import WRITE_FORMATS, read_size
 from dataio.pairs import Pair, find_pairs, pair_single
 from formats.checkpoint import find_reference, find_trained, load_crossfuse
 from inference.files import fuse_pair
@@ -70,6 +73,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     parser.add_argument("--allow-other-modality", action="store_true",
                         help="accept an encoder file recorded for the other modality (swapped on purpose)")
+    parser.add_argument("--same-size", action="store_true",
+                        help="refuse a pair whose images differ in size instead of resizing the VIS image")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     jobs, unpaired = plan(args.ir, args.vi, args.out)
@@ -78,16 +83,28 @@ def main(argv: list[str]) -> int:
     model = load_model(args).to(device)
     for path in unpaired:
         print(f"warning: no partner for {path}", file=sys.stderr)
+    resized = sum(differ_in_size(pair) for pair, _ in jobs) if not args.same_size else 0
+    if resized:
+        print(f"note: {resized} of {len(jobs)} pairs differ in size; their VIS images are resized to the IR images' "
+              "size, as training reads such pairs (--same-size refuses them)", file=sys.stderr)
     failures = []
     for pair, target in tqdm(jobs, desc="fusing", unit="pair", disable=len(jobs) < 2):
         try:
-            fuse_pair(model, pair, target, device, args.amp, args.gray)
+            fuse_pair(model, pair, target, device, args.amp, args.gray, args.same_size)
         except CrossFuseError as e:
             failures.append(str(e))
             tqdm.write(f"error: {e}", file=sys.stderr)
     print(f"fused {len(jobs) - len(failures)} of {len(jobs)} pairs into {args.out}"
           + (f"; {len(unpaired)} unpaired files listed above" if unpaired else ""))
-    return 1 if failures else 0
+    return 2 if failures else 0
+
+
+def differ_in_size(pair: Pair) -> bool:
+    """From the headers only; an unreadable file is left to fusing, which names it."""
+    try:
+        return read_size(pair.ir) != read_size(pair.vi)
+    except CrossFuseError:
+        return False
 
 
 if __name__ == "__main__":

@@ -75,10 +75,10 @@ def _index_is_current(index_path: Path, data_path: Path, expected: dict) -> bool
     try:
         index = json.loads(index_path.read_text())
         shape = np.load(data_path, mmap_mode="r").shape
-    except (OSError, ValueError):
+        same = all(index.get(key) == value for key, value in expected.items())
+        return same and list(shape) == index.get("shape") and {"rows", "names", "sources", "size"} <= index.keys()
+    except (OSError, ValueError, AttributeError):  # missing, truncated or damaged: build it again
         return False
-    same = all(index.get(key) == value for key, value in expected.items())
-    return same and list(shape) == index.get("shape")
 
 
 def _build(groups: list[tuple[Path, ...]], size: int, data_path: Path, workers: int) -> tuple[list, list]:

@@ -144,6 +144,25 @@ def _to_pairs(matched: list[tuple[_Entry, _Entry, str]]) -> list[Pair]:
     return sorted(pairs, key=lambda pair: natural_key(pair.name))
 
 
+def named_side(path: Path) -> str | None:
+    """'ir' or 'vi' where a path's own name, or its folder's for a file, names a modality; else None."""
+    path = Path(path)
+    for name in (path.stem, path.parent.name) if path.suffix.lower() in IMAGE_EXTENSIONS else (path.name,):
+        if name.lower() in IR_ALIASES:
+            return "ir"
+        if name.lower() in VI_ALIASES:
+            return "vi"
+    return None
+
+
+def refuse_swapped(ir: Path, vi: Path) -> None:
+    """IR and VIS paths given the wrong way round (`--ir test/vi --vi test/ir`) fuse without a word, and
+    the result is not what anyone asked for; refuse them while their names say so."""
+    if named_side(ir) == "vi" and named_side(vi) == "ir":
+        raise CrossFuseError(f"{ir} is named as a visible image or folder and {vi} as an infrared one: the IR and "
+                             "VIS inputs look swapped; give them the other way round")
+
+
 def find_pairs(ir: Path, vi: Path | None = None) -> PairScan:
     """The IR/VIS pairs of a data set root (vi omitted), or of an IR folder and a VIS folder.
 
@@ -155,6 +174,7 @@ def find_pairs(ir: Path, vi: Path | None = None) -> PairScan:
     if vi is None:
         return _find_in_root(Path(ir))
     ir, vi = Path(ir), Path(vi)
+    refuse_swapped(ir, vi)
     ir_files = _folder_images(ir, "IR")
     if ir.resolve() == vi.resolve():
         sides = {path: _modality_of(path.relative_to(ir)) for path in ir_files}
@@ -197,6 +217,7 @@ def _find_in_root(root: Path) -> PairScan:
 def pair_single(ir_file: Path, vi_file: Path) -> Pair:
     """A Pair for fusing one IR file with one VIS file given directly."""
     ir_file, vi_file = Path(ir_file), Path(vi_file)
+    refuse_swapped(ir_file, vi_file)
     for path, what in ((ir_file, "IR"), (vi_file, "VIS")):
         if not path.is_file():
             raise CrossFuseError(f"{path}: {what} image does not exist or is not a file")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dataio.datasets import to_ir_size
 from dataio.images import is_image_file, read_gray, write_gray
 from dataio.pairs import Pair
 from evaluation.guards import image_flags, reference_fusions
@@ -96,9 +97,11 @@ def score_folder(fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] 
                  desc: str | None = None, profile: Profile = SUITE) -> dict:
     """Score every pair's fused image in `fused_dir` with the profile's reader and metrics.
 
-    Returns {"mean": {metric: v}, "std": {...}, "per_image": {pair name: {metric: v}},
+    A VIS image of another size than its IR image is scored at the IR image's size, as fuse.py fuses
+    such pairs. Returns {"mean": {metric: v}, "std": {...}, "per_image": {pair name: {metric: v}},
     "problems": [one line per pair that could not be scored, or fused file matching no pair],
-    "missing": [pair names without a fused image, then fused files matching no pair],
+    "missing": [every pair that could not be scored (no, several, unreadable or mis-sized fused images),
+    then fused files matching no pair], "resized": pairs scored with a resized VIS image,
     "flags": {pair name: [the guards' raised flags, as text]} for the images any guard flags}.
     """
     metrics = list(profile.metrics) if metrics is None else list(metrics)
@@ -108,6 +111,7 @@ def score_folder(fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] 
     missing: list[str] = []
     used: set[Path] = set()
     flags: dict[str, list[str]] = {}
+    resized = 0
     for pair in tqdm(pairs, desc=desc or Path(fused_dir).name, unit="img", file=sys.stderr):
         candidates = fused_for(pair, index)
         used.update(candidates)
@@ -119,13 +123,17 @@ def score_folder(fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] 
         if len(candidates) > 1:
             names = ", ".join(map(str, candidates))
             problems.append(f"{pair.name}: several fused images share its stem ({names})")
+            missing.append(f"{pair.name} (several fused images)")
             continue
         try:
             f, a, b = (profile.read(path) for path in (candidates[0], pair.ir, pair.vi))
-            per_image[pair.name] = score(profile, f, a, b, metrics, label=str(candidates[0]))
-            raised = image_flags(*(read_gray(path) for path in (candidates[0], pair.ir, pair.vi)))
+            resized += a.shape != b.shape
+            per_image[pair.name] = score(profile, f, a, to_ir_size(a, b), metrics, label=str(candidates[0]))
+            ir = read_gray(pair.ir)
+            raised = image_flags(read_gray(candidates[0]), ir, to_ir_size(ir, read_gray(pair.vi)))
         except CrossFuseError as err:
             problems.append(str(err))
+            missing.append(f"{pair.name} (fused image could not be scored)")
             continue
         if raised:
             flags[pair.name] = [str(flag) for flag in raised]
@@ -133,7 +141,7 @@ def score_folder(fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] 
     problems += [f"{path}: fused image matches no IR/VIS pair" for path in unused]
     missing += [str(path) for path in unused]
     return summarize(per_image, metrics) | {"per_image": per_image, "problems": problems, "missing": missing,
-                                            "flags": flags}
+                                            "resized": resized, "flags": flags}
 
 
 # ------------------------------------------------------------------------ checkpoints, with a cache
@@ -168,10 +176,10 @@ class Scorer:
         folder = run.folder / "eval" / f"{files[0].stem}_{cache_key(files, pairs, self.metrics, self.profile.name)}"
         names = [p.name for p in pairs]
         pngs = [folder / "fused" / f"{i:04d}.png" for i in range(len(pairs))]
-        if run.cache and (folder / "scores.json").is_file() and (not images or all(p.is_file() for p in pngs)):
-            cached = json.loads((folder / "scores.json").read_text())
-            if cached.get("names") == names:
-                return cached["per_image"], [read_gray(p) for p in pngs] if images else []
+        if run.cache:
+            cached = self._cached(folder, names, pngs if images else [])
+            if cached is not None:
+                return cached
         model = run.load(epoch).to(self.device)
         fused = [fuse_gray(model, ir, vi, self.device) for ir, vi in sources]
         per_image = {n: score(self.profile, f, ir, vi, self.metrics, label=n)
@@ -180,6 +188,17 @@ class Scorer:
             self._store(folder, pngs if images else [], fused, {"checkpoint": str(files[0]), "names": names,
                                                                   "metrics": self.metrics, "per_image": per_image})
         return per_image, fused
+
+    def _cached(self, folder: Path, names: list[str], pngs: list[Path]) -> tuple[Scores, list[np.ndarray]] | None:
+        """What an earlier report stored, or None when it is absent, stale or damaged (then it is recomputed)."""
+        try:
+            cached = json.loads((folder / "scores.json").read_text())
+            per_image = cached["per_image"]
+            if cached.get("names") != names or any(set(per_image[n]) != set(self.metrics) for n in names):
+                return None
+            return per_image, [read_gray(p) for p in pngs]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, CrossFuseError):
+            return None
 
     def _store(self, folder: Path, pngs: list[Path], fused: list[np.ndarray], scores: dict) -> None:
         """Write the cache; a read-only run folder only costs the speed-up."""

@@ -6,6 +6,7 @@ model: both encoders, CAM and decoder, so a fusion file alone is enough to fuse)
 reference's layout (plain state dicts) are recognised and converted through formats.reference.
 """
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from utils.atomic import atomic_save
 from utils.errors import CrossFuseError
 
 FORMAT = "crossfuse-suite/1"
+STATE_FORMAT = "crossfuse-train-state/1"  # training_state_<job>.pt: what --resume continues from
 SUITE_KINDS = ("autoencoder", "encoder", "crossfuse")
 
 
@@ -68,6 +70,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if is_training_state(path):
+            raise CrossFuseError(f"{path}: a training-state file (what --resume continues from), not a model; give "
+                                 "the run's folder or one of its .model files") from None
         raise CrossFuseError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__})") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if obj.get("kind") not in SUITE_KINDS or not isinstance(obj.get("state_dict"), dict):
@@ -85,6 +90,17 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if isinstance(obj, dict) and "decoder_fusion.conv1.conv2d.0.weight" in obj:
         return Checkpoint(path, "reference-fusion", obj)
     raise CrossFuseError(f"{path}: neither a CrossFuse reference checkpoint nor one of this suite")
+
+
+def is_training_state(path: Path) -> bool:
+    """Whether a file is one of the trainer's training states, told from its pickle's bytes without
+    unpickling them (a safe load refuses such a file: it holds RNG states, not just weights)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            return any(STATE_FORMAT.encode() in archive.read(n) for n in pickles)
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _load(module: nn.Module, state: dict, path: Path) -> nn.Module:

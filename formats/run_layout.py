@@ -76,6 +76,11 @@ def epoch_regex(template: str) -> str:
     return re.escape(template).replace(re.escape("{epoch}"), r"(\d+)")
 
 
+def encoders(folder: Path, modality: str) -> dict[int, Path]:
+    """An end-to-end (or warm-start) run's saved encoders of one modality, by epoch."""
+    return by_epoch(folder, rf"end_to_end_{modality}_encoder_epoch_(\d+)\.model")
+
+
 def autoencoders(folder: Path, modality: str) -> dict[int, Path]:
     return by_epoch(folder, rf"auto_encoder_epoch_(\d+)_{modality}\.model")
 

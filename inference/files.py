@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dataio.datasets import to_ir_size
 from dataio.images import is_color, read_gray, read_ycbcr, write_gray, write_ycbcr_as_rgb
 from dataio.pairs import Pair
 from net.model import CrossFuse
@@ -21,23 +22,28 @@ def fuse_gray(model: CrossFuse, ir: np.ndarray, vi: np.ndarray, device: torch.de
     return fused.float().clamp(0, 255).round().to(torch.uint8)[0, 0].cpu().numpy()
 
 
-def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """Both images as uint8 luma, checked to be the same size."""
+def read_pair(pair: Pair, same_size: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as uint8 luma at the IR image's size: a VIS image of another size is resized to it,
+    as training reads such pairs (dataio.datasets.to_ir_size); same_size=True refuses it instead."""
     ir, vi = read_gray(pair.ir), read_gray(pair.vi)
-    if ir.shape != vi.shape:
+    if ir.shape != vi.shape and same_size:
         raise CrossFuseError(f"{pair.ir} is {ir.shape[1]}x{ir.shape[0]} but {pair.vi} is "
-                             f"{vi.shape[1]}x{vi.shape[0]}: a pair must have the same size")
-    return ir, vi
+                             f"{vi.shape[1]}x{vi.shape[0]}: sizes differ (without --same-size such a pair "
+                             "is fused with the VIS image resized to the IR image's size, as training reads it)")
+    return ir, to_ir_size(ir, vi)
 
 
 def fuse_pair(model: CrossFuse, pair: Pair, out: Path, device: torch.device, amp: bool = False,
-              gray: bool = False) -> Path:
-    """Read, check, fuse and write one pair; a colour VIS image keeps its chroma unless gray."""
-    fused = fuse_gray(model, *read_pair(pair), device, amp)
+              gray: bool = False, same_size: bool = False) -> Path:
+    """Read, check, fuse and write one pair at the IR image's size; a colour VIS image keeps its chroma
+    (resized with it) unless gray."""
+    fused = fuse_gray(model, *read_pair(pair, same_size), device, amp)
     if gray or not is_color(pair.vi):
         write_gray(out, fused)
     else:
         ycbcr = read_ycbcr(pair.vi)
+        if ycbcr.shape[:2] != fused.shape:
+            ycbcr = np.stack([to_ir_size(fused, ycbcr[..., c]) for c in range(3)], axis=-1)
         ycbcr[..., 0] = fused
         write_ycbcr_as_rgb(out, ycbcr)
     return out

@@ -1,28 +1,14 @@
 """Training a study's runs: one after another, concurrently one per GPU (--gpus), or one chosen run under
 folder locks (--only, a Slurm array task); with a countdown of runs done and time left."""
-import fcntl
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from studies.plan import StudyRun
+from utils.atomic import hold_lock
 from utils.errors import CrossFuseError
 from utils.tables import duration
-
-
-@contextmanager
-def run_lock(run: StudyRun) -> Iterator[None]:
-    """One process per run folder at a time: concurrent array tasks sharing a stage-1 run wait for each other."""
-    run.folder.mkdir(parents=True, exist_ok=True)
-    with open(run.folder / ".study.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class RunCountdown:
@@ -100,7 +86,8 @@ def train_locked(runs: list[StudyRun], nproc: int) -> None:
     """--only: train the chosen run (and its stage 1) under per-folder locks, so array tasks never collide."""
     countdown = RunCountdown(runs)
     for run in runs:
-        with run_lock(run):
+        # one process per run folder: concurrent array tasks sharing a stage-1 run wait for each other
+        with hold_lock(run.folder / ".study.lock", wait=True, what="training this run"):
             if run.done():
                 print(f"study: {run.name} already done", flush=True)
                 continue

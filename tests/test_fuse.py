@@ -87,8 +87,9 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 def test_errors_are_one_clear_line(tiny_model, tmp_path):
     ir = save(tmp_path / "ir.png", noise(30, 30, 1))
     vi = save(tmp_path / "vi.png", noise(31, 30, 2))
-    result = run("--ir", str(ir), "--vi", str(vi), "--out", str(tmp_path / "o.png"), "--model", str(tiny_model))
-    assert result.returncode == 1 and "a pair must have the same size" in result.stderr and str(ir) in result.stderr
+    result = run("--ir", str(ir), "--vi", str(vi), "--out", str(tmp_path / "o.png"), "--model", str(tiny_model),
+                 "--same-size")
+    assert result.returncode == 2 and "sizes differ" in result.stderr and str(ir) in result.stderr
     (tmp_path / "bad.png").write_bytes(b"garbage")
     result = run("--ir", str(tmp_path / "bad.png"), "--vi", str(ir), "--out", str(tmp_path / "o.png"),
                  "--model", str(tiny_model))

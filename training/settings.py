@@ -113,6 +113,7 @@ SETTINGS: dict[str, Setting] = {
     "checkpoint_every": Setting(at_least(1)),
     "preview_images": Setting(at_least(0)),
     "resume": Setting(by_study=True),
+    "overwrite": Setting(by_study=True),
     "demo": Setting(by_study=True),
 }
 

@@ -232,7 +232,8 @@ def stage1_job(config: Stage1, modality: str) -> Job:
 
     return Job(name=STAGE1.job.format(modality=modality), title=f"{STAGE1.title} {modality.upper()}", out_dir=out_dir,
                model=STAGE1.build(config, []), dataset=dataset, forward=STAGE1.forward, loss=STAGE1.loss(config),
-               save_models=save, preview=preview_batch(dataset, config))
+               save_models=save, preview=preview_batch(dataset, config),
+               outputs=lambda: sorted(run_layout.autoencoders(out_dir, modality).values()))
 
 
 def fusion_job(stage: Stage, config: Settings, device: torch.device, files: list[Path]) -> Job:
@@ -257,6 +258,11 @@ def fusion_job(stage: Stage, config: Settings, device: torch.device, files: list
                                         config=m.cfg, epoch=epoch, modality=modality, **meta))
         return files
 
+    def outputs() -> list[Path]:
+        encoders = [p for m in MODALITIES for p in run_layout.encoders(out_dir, m).values()]
+        tests = sorted((out_dir / "test").glob("epoch_*/*")) if (out_dir / "test").is_dir() else []
+        return sorted(stage.checkpoints(out_dir).values()) + encoders + tests
+
     return Job(name=stage.job, title=stage.title, out_dir=out_dir, model=model, dataset=dataset, forward=stage.forward,
                loss=stage.loss(config), save_models=save, temperature=mean_temperature,
-               test=fuse_test_set(config, out_dir, device), preview=preview_batch(dataset, config))
+               test=fuse_test_set(config, out_dir, device), preview=preview_batch(dataset, config), outputs=outputs)

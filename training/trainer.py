@@ -5,6 +5,7 @@ them); this module does the rest the same way for all three: Adam with the refer
 the lr schedule, AMP, torch.compile, DDP, logging, per-epoch `.model`/`.mat`/PNG outputs, and an
 atomic training-state checkpoint that a run killed at any moment resumes from, step for step.
 """
+import contextlib
 import json
 import random
 import sys
@@ -24,16 +25,16 @@ from tqdm import tqdm
 from dataio.datasets import make_loader
 from dataio.images import write_gray
 from formats import run_layout
+from formats.checkpoint import STATE_FORMAT
 from training.optim import lr_at, make_optimizer, step_if
 from training.runtime import Runtime
 from training.settings import fixed_on_resume, save_config, upgrade
-from utils.atomic import atomic_save, atomic_write, check_writable
+from utils.atomic import atomic_save, atomic_write, check_writable, hold_lock
 from utils.cores import loader_workers, pick_threads, process_cores
 from utils.device import autocast, peak_memory
 from utils.errors import CrossFuseError
 from utils.settings import Settings
 
-STATE_FORMAT = "crossfuse-train-state/1"
 Batch = tuple[torch.Tensor, ...]
 TestHook = Callable[[nn.Module, int], None]
 LossFn = Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
@@ -54,6 +55,7 @@ class Job:
     temperature: Callable[[nn.Module], torch.Tensor] | None = None  # mean learned temperature, logged
     test: TestHook | None = None  # fuse the test folder after an epoch
     preview: Batch = ()  # fixed validation items shown in the per-epoch grid
+    outputs: Callable[[], list[Path]] = list  # the files save_models and test wrote so far (an earlier run's too)
 
 
 # -------------------------------------------------------------------------------------- checkpoint
@@ -128,13 +130,32 @@ def load_state(job: Job, optimizer: torch.optim.Optimizer, record: dict[str, Any
 
 
 def record_config(job: Job, record: dict[str, Any], progress: Progress) -> None:
-    """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume."""
+    """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume.
+
+    A history that a resume finds missing or damaged is set aside (renamed *.damaged, nothing deleted)
+    and started anew from this resume, with a warning: it records the run, it does not steer it.
+    """
     history_path = run_layout.config_history_file(job.out_dir, job.name)
-    history = json.loads(history_path.read_text()) if progress.batch or progress.epoch else []
+    history = read_history(history_path) if progress.batch or progress.epoch else []
     history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": progress.epoch + 1,
                     "batch": progress.batch, "config": record})
     save_config(record, run_layout.config_file(job.out_dir, job.name))
     atomic_write(history_path, lambda temp: temp.write_text(json.dumps(history, indent=2) + "\n"))
+
+
+def read_history(path: Path) -> list:
+    try:
+        history = json.loads(path.read_text())
+        if isinstance(history, list):
+            return history
+    except (OSError, ValueError):
+        pass
+    if path.exists():
+        path.replace(path.with_name(path.name + ".damaged"))
+    print(f"warning: {path} is missing or damaged; it starts again with this resume"
+          + (f" (the old one is kept as {path.name}.damaged)" if path.with_name(path.name + ".damaged").exists()
+             else ""), file=sys.stderr)
+    return []
 
 
 def write_losses(job: Job, progress: Progress, epoch: int, record: dict[str, Any], memory_kind: str) -> Path:
@@ -170,20 +191,57 @@ def log_line(job: Job, epoch: int, epochs: int, batch: int, batches: int, lr: fl
 
 
 def train(job: Job, config: Settings, runtime: Runtime) -> None:
-    """Train job.model for config.epochs epochs, resuming from its training state when asked."""
-    device, main = runtime.device, runtime.main
-    record = {**config.as_dict(), "world_size": runtime.world}  # what the state, config and loss files keep
-    job.model.to(device)
-    optimizer = make_optimizer(job.model, config)
-    progress = Progress()
-    if main:
+    """Train job.model for config.epochs epochs, resuming from its training state when asked.
+
+    The main process holds a lock on the job's folder while it trains, so two runs started into one
+    folder never write over each other: the second stops with one line.
+    """
+    if runtime.main:
         check_writable(job.out_dir)
+    lock = hold_lock(job.out_dir / f".{job.name}.lock", wait=False, what=f"training {job.name}")
+    with lock if runtime.main else contextlib.nullcontext():
+        run_epochs(job, config, runtime)
+
+
+def earlier_run(job: Job) -> list[Path]:
+    """What an earlier run of this job left in its folder: training state, loss files, models, test fusions."""
+    state = [state_path(job)] if state_path(job).is_file() else []
+    return state + sorted(run_layout.loss_files(job.out_dir, job.name).values()) + job.outputs()
+
+
+def begin(job: Job, config: Settings, optimizer: torch.optim.Optimizer, record: dict[str, Any],
+          main: bool) -> Progress:
+    """Where training starts: the saved state with --resume; else afresh, in a folder that holds no earlier
+    run of this job unless --overwrite says to delete it first (so no run is replaced or mixed unawares)."""
     if config.resume and state_path(job).is_file():
         progress = load_state(job, optimizer, record)
         if main:
             print(f"resuming {job.name} at epoch {progress.epoch + 1}, batch {progress.batch}")
+        return progress
+    earlier = earlier_run(job)
+    if earlier and not config.overwrite:
+        how = ("--resume continues it" if state_path(job).is_file() else
+               "it has no training state to resume from")
+        raise CrossFuseError(f"{job.out_dir}: holds an earlier {job.name} run ({len(earlier)} files, such as "
+                             f"{earlier[0].name}); {how}, --overwrite deletes it and starts over, or give another "
+                             "out_root")
+    if earlier and main:
+        own = [run_layout.config_file(job.out_dir, job.name), run_layout.config_history_file(job.out_dir, job.name),
+               *(job.out_dir / "preview").glob(f"{job.name}_epoch_*.png")]
+        for path in earlier + own:
+            path.unlink(missing_ok=True)
+        print(f"note: --overwrite: deleted the earlier {job.name} run in {job.out_dir} ({len(earlier)} files)")
     elif config.resume and main:
         print(f"warning: no training state at {state_path(job)}; starting {job.name} from scratch")
+    return Progress()
+
+
+def run_epochs(job: Job, config: Settings, runtime: Runtime) -> None:
+    device, main = runtime.device, runtime.main
+    record = {**config.as_dict(), "world_size": runtime.world}  # what the state, config and loss files keep
+    job.model.to(device)
+    optimizer = make_optimizer(job.model, config)
+    progress = begin(job, config, optimizer, record, main)
     if device.type == "cpu":
         progress.threads = progress.threads or pick_threads()
         torch.set_num_threads(progress.threads)

@@ -9,15 +9,24 @@ from utils.errors import CrossFuseError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' takes CUDA when present, else the CPU; an explicit name is checked, not trusted."""
+    """'auto' takes CUDA when present, else the CPU; an explicit name is checked, not trusted.
+
+    The suite runs on the CPU and on CUDA only (bf16 autocast, fused Adam's device-side skip and the
+    peak-memory figures are written for those two), so any other device type is refused by name.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise CrossFuseError(f"--device {name!r}: not a device name (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise CrossFuseError(f"--device {name!r}: this suite runs on the CPU or CUDA (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CrossFuseError(f"--device {name!r}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CrossFuseError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
     return device
 
 
