@@ -129,7 +129,7 @@ def compare(args: argparse.Namespace) -> dict:
         {"base": set(flags[baseline]), "new": set(flags[a])}, args.alpha, args.bootstrap)
         for a in runs if a != baseline}
     rules = rule_scores(((n, ir, vi) for n, (ir, vi) in zip(names, sources, strict=True)), metrics, profile)
-    curves = {a: [analysis.quality_curve(r, scorer, count, args.curve_points) for r in tqdm(
+    curves = {a: [analysis.quality_curve(r, scorer, count, args.curve_points, per_run[a, r.label]) for r in tqdm(
         group, desc=f"quality curve ({a})", unit="run", file=sys.stderr, disable=None)]
               for a, group in trained.items()} if args.curve_images else {}
     cka_sources = sources[: max(1, count)]
@@ -221,10 +221,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reference", type=Path, help="folder of the paper's released checkpoints: one more column")
     parser.add_argument("--out", type=Path, help="report folder (default STUDY/report, reports/compare, reports/demo)")
     parser.add_argument("--max-images", type=int, help="use only the first N test pairs (default: all)")
-    parser.add_argument("--curve-images", type=int, default=8,
-                        help="test pairs scored at saved epochs for quality against compute (default 8; 0 = off)")
-    parser.add_argument("--curve-points", type=int, default=5,
-                        help="saved epochs per run on that curve, spread evenly, the last included (default 5)")
+    parser.add_argument("--curve-images", type=int, default=4,
+                        help="test pairs scored at saved epochs for quality against compute (default 4; 0 = off)")
+    parser.add_argument("--curve-points", type=int, default=3,
+                        help="saved epochs per run on that curve, spread evenly, the last included (default 3)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default 2000)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")

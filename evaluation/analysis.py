@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from evaluation import report_plots, stats
 from evaluation.metric_profiles import higher_is_better
 from evaluation.runs import Run
-from evaluation.scoring import Scorer, finite_mean
+from evaluation.scoring import Scorer, Scores, finite_mean
 from formats.run_layout import LossLog
 from net.encoder import Encoder, pad_small
 from net.model import CrossFuse
@@ -67,13 +67,18 @@ def curve_epochs(run: Run, points: int) -> list[int]:
     return [saved[i] for i in sorted(set(picks.tolist()))]
 
 
-def quality_curve(run: Run, scorer: Scorer, count: int, points: int) -> dict[str, Any]:
-    """Mean metrics on the first `count` pairs after up to `points` saved epochs, with cumulative training time."""
+def quality_curve(run: Run, scorer: Scorer, count: int, points: int, final: Scores) -> dict[str, Any]:
+    """Mean metrics on the first `count` pairs after up to `points` saved epochs, with cumulative training time.
+
+    `final` holds the run's scores at its chosen epoch on every pair (already computed for the quality
+    table): that point of the curve is read from it instead of being fused again.
+    """
     times = np.cumsum(run.log.epoch_time) + stage1_time(run)
     epochs = curve_epochs(run, points)
     scores = {m: [] for m in scorer.metrics}
+    names = [p.name for p in scorer.pairs[:count]]
     for epoch in epochs:
-        per_image, _ = scorer.scores(run, epoch, count)
+        per_image = {n: final[n] for n in names} if epoch == run.epoch else scorer.scores(run, epoch, count)[0]
         for m in scorer.metrics:
             scores[m].append(finite_mean(s[m] for s in per_image.values()))
     return {"run": run.label, "epoch": epochs, "time_s": [float(times[e - 1]) for e in epochs],

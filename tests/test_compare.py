@@ -368,7 +368,7 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
     assert tex.count("\\textbf{") == len(metrics)
     rows = (out / "table.csv").read_text().splitlines()
     assert rows[0].startswith("metric,two-stage mean,two-stage sd,two-stage runs") and len(rows) == 1 + len(metrics)
-    assert len(list(study_dir.glob("*/seed_*/*/eval/*/scores.json"))) == 6 * (1 + 3)  # final on all + 3 epochs
+    assert len(list(study_dir.glob("*/seed_*/*/eval/*/scores.json"))) == 6 * (1 + 2)  # final on all + 2 epochs
 
     monkeypatch.setattr(scoring, "fuse_gray", lambda *a, **k: pytest.fail("fused again despite the cache"))
     pairs = find_pairs(study_dir.parent / "test").pairs
