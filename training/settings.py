@@ -142,7 +142,7 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
 def read_settings(args_class: type[S], argv: list[str]) -> S:
     """The args file's values, then its --preset's, then the demo's (with --demo), then the command line's."""
     values = with_preset(args_class, argv)
-    if "--demo" in argv or "--demo=true" in argv:
+    if parse_overrides(values, [a for a in argv if a.partition("=")[0] == "--demo"])["demo"]:
         values.update(overrides(DEMO, args_class))
     values = check_ranges(parse_overrides(values, argv))
     config = args_class(**values)
