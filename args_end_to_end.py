@@ -24,6 +24,7 @@ class EndToEnd(Settings):
     lr_step_epochs = 2
     lr_gamma = 0.1
     lr_min = 1e-6
+    warmup_epochs = 0.0  # > 0: the lr ramps up linearly over this many epochs, step by step (0 = reference)
     # data
     dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md)
     train_num = 20000  # the first N pairs (0 = all)
@@ -54,6 +55,7 @@ class EndToEnd(Settings):
     temperature = "block"  # learnable, one per cross block; head = one per head; fixed = 1
     feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/)
     cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/); False = reference
+    output_norm = "minmax"  # minmax (reference: stretch to 0..255); standard or rule: from the inputs' statistics
     # warm start: begin the encoders from stage-1 weights, then train everything jointly as above
     init_from = ""  # a stage-1 output folder (out_root or its autoencoder/): its latest epoch's encoders
     init_ir_encoder = ""  # or the encoder files themselves (any .model holding an encoder)

@@ -26,6 +26,7 @@ class Stage1(Settings):
     lr_step_epochs = 2
     lr_gamma = 0.1
     lr_min = 1e-6
+    warmup_epochs = 0.0  # > 0: the lr ramps up linearly over this many epochs, step by step (0 = reference)
     # data
     dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md)
     images = ""  # or one folder of single images of the chosen modality, used instead of `dataset`
@@ -78,6 +79,7 @@ class Stage2(Settings):
     lr_step_epochs = 2
     lr_gamma = 0.1
     lr_min = 1e-6
+    warmup_epochs = 0.0  # > 0: the lr ramps up linearly over this many epochs, step by step (0 = reference)
     # data
     dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md)
     train_num = 20000  # the first N pairs (0 = all)
@@ -103,6 +105,7 @@ class Stage2(Settings):
     temperature = "fixed"  # fixed = 1 (reference); block = learnable, one per cross block; head = one per head
     feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/)
     cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/); False = reference
+    output_norm = "minmax"  # minmax (reference: stretch to 0..255); standard or rule: from the inputs' statistics
     # the frozen encoders
     ir_encoder = ""  # stage-1 files; "" = the latest epoch in out_root/autoencoder
     vi_encoder = ""

@@ -4,6 +4,7 @@ from typing import Any
 
 TEMPERATURES = ("fixed", "block", "head")
 FEATURE_NORMS = ("none", "standard")
+OUTPUT_NORMS = ("minmax", "standard", "rule")
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,7 @@ class ModelConfig:
     temperature: str = "fixed"  # "fixed" (=1, the reference), or learnable per "block" or per "head"
     feature_norm: str = "none"  # "none" (the reference) or "standard": see net.model.standardise_pair
     cam_gate: bool = False  # True: the CAM output is scaled by a learned scalar starting at 0 (not in the reference)
+    output_norm: str = "minmax"  # "minmax" (the reference's stretch), "standard" or "rule": see net.model.output_stats
 
     def __post_init__(self) -> None:
         small = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
@@ -39,6 +41,8 @@ class ModelConfig:
             raise ConfigError(f"temperature={self.temperature!r}: expected one of {', '.join(TEMPERATURES)}")
         if self.feature_norm not in FEATURE_NORMS:
             raise ConfigError(f"feature_norm={self.feature_norm!r}: expected one of {', '.join(FEATURE_NORMS)}")
+        if self.output_norm not in OUTPUT_NORMS:
+            raise ConfigError(f"output_norm={self.output_norm!r}: expected one of {', '.join(OUTPUT_NORMS)}")
         if self.embed % self.heads:
             raise ConfigError(f"heads={self.heads} does not divide the token width {self.embed} (deep * patch^2)")
         if self.tile % self.patch:

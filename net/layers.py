@@ -66,6 +66,19 @@ def normalise_pair_(gx: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, t
     return gx.div_(total), gy.div_(total)
 
 
+def box_mean_11(x: torch.Tensor) -> torch.Tensor:
+    """11 x 11 mean as a zero-padded conv2d; avg_pool2d would round differently and flip ties."""
+    return F.conv2d(x, torch.full((1, 1, 11, 11), 1.0 / 121, dtype=x.dtype, device=x.device), padding=5)
+
+
+def brighter_source(ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """Per pixel, the source whose 11 x 11 mean is brighter (spec 7: the fusion loss's intensity target)."""
+    sx, sy = box_mean_11(ir), box_mean_11(vi)
+    total = sx + sy + 1e-6
+    mask = (sx / total > sy / total).to(ir.dtype)
+    return mask * ir + (1 - mask) * vi
+
+
 def high_pass(x: torch.Tensor) -> torch.Tensor:
     """|x - A_3(x)|, the local activity of the shallow features."""
     return (x - box_mean_3x3(x)).abs_()

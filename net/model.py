@@ -11,6 +11,7 @@ from net.encoder import Encoder, ShallowFeatures, crop_center, pad_small
 from net.layers import (
     ConvBN,
     box_mean_3x3,
+    brighter_source,
     high_pass,
     normalise_pair_,
     pad_to,
@@ -135,6 +136,38 @@ def stretch_output(z: torch.Tensor, span: torch.Tensor, start: torch.Tensor) -> 
     return torch.where(flat, z, (z - lo) / (hi - lo + 1e-6) * span + start)
 
 
+def output_stats(kind: str, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-image (B x 1 x 1 x 1) mean and standard deviation a standardised output is given, from
+    the two input images only (0..255), as any fixed fusion rule could compute them.
+
+    standard: the mean of the sources' means, and the larger of their standard deviations.
+    rule: the mean and standard deviation of brighter_source(ir, vi), the rule the fusion loss's
+    intensity target follows (on TNO its mean is 1.2-1.6 times the sources' and its SD 0.5-1.2 times
+    their larger SD, so neither source statistic predicts it well).
+    """
+    if kind == "rule":
+        var, mean = torch.var_mean(brighter_source(ir, vi), dim=(-2, -1), keepdim=True, correction=0)
+        return mean, var.sqrt()
+    (var_ir, mean_ir), (var_vi, mean_vi) = (torch.var_mean(x, dim=(-2, -1), keepdim=True, correction=0)
+                                            for x in (ir, vi))
+    return (mean_ir + mean_vi) / 2, torch.maximum(var_ir, var_vi).sqrt()
+
+
+def standardise_output(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, gain: torch.Tensor,
+                       offset: torch.Tensor) -> torch.Tensor:
+    """z standardised per image, then given mean + std * (gain * z + offset).
+
+    Why (output_norm "standard" / "rule", not the reference): the min-max stretch fixes the output's range
+    at 0..255 whatever the network does, while the fusion target's range is narrower, so the cheapest way
+    to lower the loss is a few extreme outlier pixels that squeeze the rest into the target's range:
+    washed-out fusions with dark contours. A mean and standard deviation are robust to a few outliers
+    and scale-free (nothing a bounded output would need BatchNorm statistics of small crops to carry to
+    full-size images); taking them from the inputs leaves the network the image's structure to learn.
+    """
+    zv, zm = torch.var_mean(z, dim=(-2, -1), keepdim=True, correction=0)
+    return mean + std * (gain * (z - zm) / zv.add(1e-12).sqrt() + offset)
+
+
 def standardise_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Both maps divided by their joint per-image standard deviation, and those maps centred per channel.
 
@@ -178,6 +211,20 @@ class FusionNet(nn.Module):
         # starts from the features' own path and admits the CAM's (input-independent at first) output
         # only as far as it lowers the loss.
         self.gate = nn.Parameter(torch.zeros(())) if cfg.cam_gate else None
+        # output_norm "standard" / "rule": a learned gain and offset (in units of the inputs' standard
+        # deviation) on the standardised output, starting at exactly the inputs' statistics.
+        if cfg.output_norm != "minmax":
+            self.out_gain = nn.Parameter(torch.ones(()))
+            self.out_offset = nn.Parameter(torch.zeros(()))
+
+    def finish(self, z: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        """The decoder's output as grey levels, by the model's output_norm and the input images: the
+        reference's stretch (output_span), or standardised to the inputs' statistics and, at inference,
+        clamped to 0..255 (in training the loss sees the values as they are, gradients included)."""
+        if self.cfg.output_norm == "minmax":
+            return stretch_output(z, *output_span(ir, vi))
+        out = standardise_output(z, *output_stats(self.cfg.output_norm, ir, vi), self.out_gain, self.out_offset)
+        return out if (torch.is_grad_enabled() or self.training) else out.clamp_(0, 255)
 
     def forward(self, ir_sh: Shallow, ir_de: torch.Tensor, vi_sh: Shallow, vi_de: torch.Tensor) -> torch.Tensor:
         cam_ir, cam_vi, sh_std = ir_de, vi_de, None
@@ -193,7 +240,8 @@ class FusionNet(nn.Module):
 class CrossFuse(nn.Module):
     """IR encoder + VIS encoder + fusion network: an IR and a VIS image of any size in, fused out.
 
-    Inputs and output are B x 1 x H x W holding 0..255; the output is stretched as output_span says.
+    Inputs and output are B x 1 x H x W holding 0..255 (FusionNet.finish turns the decoder's output into
+    grey levels).
     With frozen encoders (stage 2) they stay in eval mode and run without gradient, as in the reference.
     """
 
@@ -248,5 +296,5 @@ class CrossFuse(nn.Module):
         if ir.shape != vi.shape:
             raise ValueError(f"IR and VIS batches differ in shape: {tuple(ir.shape)} vs {tuple(vi.shape)}")
         h, w = ir.shape[-2:]
-        fused = stretch_output(self.fusion(*self.encode(pad_small(ir), pad_small(vi))), *output_span(ir, vi))
+        fused = self.fusion.finish(self.fusion(*self.encode(pad_small(ir), pad_small(vi))), ir, vi)
         return crop_center(fused, h, w)

@@ -7,8 +7,9 @@ from args_two_stage import Stage1, Stage2
 from cli.entry import settings
 from formats.checkpoint import load_crossfuse, save_model
 from net.config import ConfigError, ModelConfig
-from net.layers import box_mean_3x3
-from net.model import CrossFuse, standardise_pair
+from net.layers import box_mean_3x3, brighter_source
+from net.model import CrossFuse, output_stats, standardise_pair
+from training.optim import lr_at
 from training.presets import DEMO, PRESETS, STUDY_DEMO
 from utils.errors import CrossFuseError
 from utils.settings import defaults
@@ -62,6 +63,40 @@ def test_defaults_add_no_parameter():
     model = CrossFuse(ModelConfig(**TINY))
     assert model.fusion.gate is None
     assert not any("gate" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("kind", ["standard", "rule"])
+def test_standardised_output_takes_its_statistics_from_the_inputs(kind):
+    torch.manual_seed(0)
+    model = CrossFuse(ModelConfig(**TINY, output_norm=kind)).train()
+    ir, vi = 255 * torch.rand(2, 1, 40, 48), 120 * torch.rand(2, 1, 40, 48)
+    out = model(ir, vi)
+    var, mean = torch.var_mean(out, dim=(-2, -1), correction=0)
+    want_mean, want_std = output_stats(kind, ir, vi)
+    torch.testing.assert_close(mean, want_mean.view(2, 1))
+    torch.testing.assert_close(var.sqrt(), want_std.view(2, 1))
+    out.square().mean().backward()
+    assert model.fusion.out_gain.grad is not None and model.fusion.out_offset.grad is not None
+    model.eval()
+    with torch.no_grad():
+        model.fusion.out_offset.fill_(5.0)  # far outside 0..255: inference clamps, training does not
+        fused = model(ir, vi)
+    assert fused.min() >= 0 and fused.max() <= 255 and fused.max() == 255
+
+
+def test_rule_statistics_are_those_of_the_loss_target():
+    ir, vi = 255 * torch.rand(1, 1, 30, 30), 255 * torch.rand(1, 1, 30, 30)
+    mean, std = output_stats("rule", ir, vi)
+    target = brighter_source(ir, vi)
+    torch.testing.assert_close(mean.flatten(), target.mean().reshape(1))
+    torch.testing.assert_close(std.flatten(), target.std(correction=0).reshape(1))
+
+
+def test_warm_up_ramps_the_lr_step_by_step_then_follows_the_schedule():
+    config = settings(EndToEnd, ["--warmup_epochs=1", "--lr=4e-3", "--epochs=4"], "")
+    assert [lr_at(config, 0, b, 4) for b in range(4)] == pytest.approx([1e-3, 2e-3, 3e-3, 4e-3])
+    plain = settings(EndToEnd, ["--lr=4e-3", "--epochs=4"], "")
+    assert lr_at(config, 1, 0, 4) == lr_at(plain, 1) and lr_at(plain, 0, 2, 4) == 4e-3
 
 
 # ------------------------------------------------------------------ presets and the args files

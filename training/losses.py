@@ -2,6 +2,7 @@
 import torch
 import torch.nn.functional as F
 
+from net.layers import brighter_source
 from training.msssim import msssim
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -15,11 +16,6 @@ def reconstruction_loss(out: torch.Tensor, x: torch.Tensor, w_mse: float = 1.0,
     return {"mse": mse, "ssim": ssim, "total": w_mse * mse + w_ssim * ssim}
 
 
-def box_mean_11(x: torch.Tensor) -> torch.Tensor:
-    """11 x 11 mean as a zero-padded conv2d; avg_pool2d would round differently and flip ties."""
-    return F.conv2d(x, torch.full((1, 1, 11, 11), 1.0 / 121, dtype=x.dtype, device=x.device), padding=5)
-
-
 def positive_laplacian(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, LAPLACIAN.to(x), padding=1).clamp_min(0)
 
@@ -27,9 +23,6 @@ def positive_laplacian(x: torch.Tensor) -> torch.Tensor:
 def fusion_loss(out: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, w_int: float = 1.0,
                 w_grad: float = 10.0) -> dict[str, torch.Tensor]:
     """Intensity loss towards the locally brighter source plus a gradient loss towards the stronger edge."""
-    sx, sy = box_mean_11(ir), box_mean_11(vi)
-    total = sx + sy + 1e-6
-    mask = (sx / total > sy / total).to(out.dtype)
-    intensity = F.mse_loss(out, mask * ir + (1 - mask) * vi)
+    intensity = F.mse_loss(out, brighter_source(ir, vi))
     gradient = F.mse_loss(positive_laplacian(out), torch.maximum(positive_laplacian(ir), positive_laplacian(vi)))
     return {"intensity": intensity, "gradient": gradient, "total": w_int * intensity + w_grad * gradient}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from net.config import FEATURE_NORMS, TEMPERATURES, ConfigError, ModelConfig
+from net.config import FEATURE_NORMS, OUTPUT_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from training.presets import DEMO, PRESETS, overrides
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
@@ -70,6 +70,7 @@ SETTINGS: dict[str, Setting] = {
     "lr_step_epochs": Setting(at_least(0), **TRAINING),
     "lr_gamma": Setting(above(0), **TRAINING),
     "lr_min": Setting(at_least(0), **TRAINING),
+    "warmup_epochs": Setting(at_least(0), **TRAINING),
     # data
     "dataset": Setting(**DATA),
     "images": Setting(**DATA),
@@ -94,6 +95,7 @@ SETTINGS: dict[str, Setting] = {
     "temperature": Setting(one_of(*TEMPERATURES), fixed=True, fair=True),
     "feature_norm": Setting(one_of(*FEATURE_NORMS), fixed=True, fair=True),
     "cam_gate": Setting(fixed=True, fair=True),
+    "output_norm": Setting(one_of(*OUTPUT_NORMS), fixed=True, fair=True),
     # where the encoders come from (stage 2, warm start)
     "ir_encoder": Setting(by_study=True),
     "vi_encoder": Setting(by_study=True),

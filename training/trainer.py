@@ -263,9 +263,6 @@ def run_epochs(job: Job, config: Settings, runtime: Runtime) -> None:
         loader = make_loader(job.dataset, config.batch, True, loader_workers(config.workers), config.seed, epoch,
                              (runtime.rank, runtime.world), skip_batches=progress.batch)
         batches = loader.sampler.batches
-        lr = lr_at(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter() - progress.epoch_seconds
@@ -275,6 +272,9 @@ def run_epochs(job: Job, config: Settings, runtime: Runtime) -> None:
         for batch in bar:
             pending.waited += time.perf_counter() - pending.step_end
             batch = tuple(b.to(device, non_blocking=True) for b in (batch if isinstance(batch, list) else [batch]))
+            lr = lr_at(config, epoch, progress.batch, batches)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             terms = train_step(job, model, optimizer, batch, config.amp, runtime, good)
             progress.batch += 1
             temperature = job.temperature(job.model) if job.temperature else None
