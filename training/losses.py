@@ -4,8 +4,6 @@ import torch.nn.functional as F
 
 from training.msssim import msssim
 
-LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-
 
 def reconstruction_loss(out: torch.Tensor, x: torch.Tensor, w_mse: float = 1.0,
                         w_ssim: float = 10000.0) -> dict[str, torch.Tensor]:
@@ -20,8 +18,18 @@ def box_mean_11(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, torch.full((1, 1, 11, 11), 1.0 / 121, dtype=x.dtype, device=x.device), padding=5)
 
 
-def positive_laplacian(x: torch.Tensor) -> torch.Tensor:
-    return F.conv2d(x, LAPLACIAN.to(x), padding=1).clamp_min(0)
+def laplacian_kernel(like: torch.Tensor) -> torch.Tensor:
+    """The 4-neighbour Laplacian as a conv2d weight, filled in on like's device: a constant copied from
+    the host would be a blocking copy, and so a wait for the GPU, in every step."""
+    kernel = like.new_zeros((1, 1, 3, 3))
+    kernel[..., 1, :] = 1.0
+    kernel[..., :, 1] = 1.0
+    kernel[..., 1, 1] = -4.0
+    return kernel
+
+
+def positive_laplacian(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, kernel, padding=1).clamp_min(0)
 
 
 def fusion_loss(out: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, w_int: float = 1.0,
@@ -31,5 +39,7 @@ def fusion_loss(out: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, w_int: fl
     total = sx + sy + 1e-6
     mask = (sx / total > sy / total).to(out.dtype)
     intensity = F.mse_loss(out, mask * ir + (1 - mask) * vi)
-    gradient = F.mse_loss(positive_laplacian(out), torch.maximum(positive_laplacian(ir), positive_laplacian(vi)))
+    lap = laplacian_kernel(out)
+    gradient = F.mse_loss(positive_laplacian(out, lap),
+                          torch.maximum(positive_laplacian(ir, lap), positive_laplacian(vi, lap)))
     return {"intensity": intensity, "gradient": gradient, "total": w_int * intensity + w_grad * gradient}
