@@ -1,5 +1,6 @@
 """Timing helpers of bench.py: one measurement per fresh process, device syncs around the clock, FLOP
 counts, peak memory, and the matmul rate a measurement is held against."""
+import gc
 import multiprocessing
 import resource
 import statistics
@@ -110,6 +111,7 @@ def isolated(fn: Callable[..., dict], settings: BenchSettings, *args: Any) -> di
     device = torch.device(settings.device)
     if device.type != "cuda":
         return in_fresh_process(fn, settings, *args)
+    gc.collect()  # the previous measurement's tensors, so the peak is this one's
     torch._dynamo.reset()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
