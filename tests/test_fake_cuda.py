@@ -9,12 +9,13 @@ the temperature and the row Pending.add stacks. Three faults show without a GPU:
 - a host read (`.item()`, `float()`, `.tolist()`): fake tensors have no value to give;
 - a constant copied from the host in every step: HostTraffic sees each blocking host-to-device copy,
   which on a GPU is a synchronisation (torch waits for the stream after a copy from pageable memory).
-  It found three in the losses (MS-SSIM's window and weights, the Laplacian), now made on the device.
+  It found them in every step: MS-SSIM's window and weights, and the Laplacian kernel, now made on the device.
 
 What it cannot cover, found by trying (torch 2.14 without a GPU): the backward pass (autograd's engine
 needs a CUDA context for a cuda tensor: "hasPrimaryContext expects a valid device index"), so a
 stand-in fills each trainable parameter's gradient; bf16 autocast (torch.autocast("cuda") disables
-itself without CUDA, so the step runs in fp32); torch.compile, kernels, numbers, memory and NCCL.
+itself without CUDA, so the step runs in fp32); torch.compile's inductor backend (the same CUDA context;
+Dynamo with backend "eager" does trace fake cuda tensors); kernels, numbers, memory and NCCL.
 `make gpu-check` runs those on a GPU (docs/gpu.md).
 """
 import pytest
