@@ -6,7 +6,10 @@ PY := .venv/bin/python
 	.venv/bin/pip install -q -r requirements.txt
 	touch $@
 
-.PHONY: demo test lint bench
+# The GPU check needs no .venv: a GPU machine's own python with torch runs it (PYTHON=... to choose).
+PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+
+.PHONY: demo test lint bench gpu-check
 demo: .venv/.installed
 	$(PY) study.py --demo
 
@@ -19,3 +22,7 @@ lint: .venv/.installed
 
 bench: .venv/.installed
 	$(PY) bench.py
+
+# make gpu-check [DRY=1] [DATA=DIR]: validates a GPU machine in under 8 minutes (docs/gpu.md)
+gpu-check:
+	$(PYTHON) -m cli.gpu_check $(if $(DRY),--dry-run) $(if $(DATA),--data=$(DATA))

@@ -57,6 +57,7 @@ class Stage1(Settings):
     log_every = 10  # a log line every N batches
     checkpoint_every = 200  # training-state checkpoint every N steps, and at each epoch end
     preview_images = 4  # fixed items shown in the per-epoch PNG grid
+    tensorboard = False  # also log losses, lr, temperature and previews for TensorBoard (out folder's tensorboard/)
     resume = False  # continue from the training-state checkpoint
     overwrite = False  # start afresh where an earlier run of this stage is: its files are deleted first
     demo = False  # generate data/demo and train a short schedule with a narrow model
@@ -120,6 +121,7 @@ class Stage2(Settings):
     log_every = 10  # a log line every N batches
     checkpoint_every = 200  # training-state checkpoint every N steps, and at each epoch end
     preview_images = 4  # fixed pairs shown in the per-epoch PNG grid
+    tensorboard = False  # also log losses, lr, temperature and previews for TensorBoard (out folder's tensorboard/)
     resume = False  # continue from the training-state checkpoint
     overwrite = False  # start afresh where an earlier run of this stage is: its files are deleted first
     demo = False  # generate data/demo and train a short schedule with a narrow model

@@ -1,14 +1,15 @@
 """Speed of CrossFuse on this machine: matmul ceiling, fusion latency, training steps, data pipeline.
 
-Every model measurement runs in a fresh process, so its peak memory (RSS on the CPU,
-torch.cuda.max_memory_allocated on CUDA) is its own. In each, the first run counts FLOPs
-(torch.utils.flop_counter) and doubles as the warm-up; the timed runs that follow are reported by
-their median. On CUDA the fusion and training sections run as fp32, bf16 autocast (amp) and
-torch.compile variants.
+Every model measurement has a peak memory of its own: on the CPU it runs in a fresh process (RSS), on
+CUDA in this one after resetting the allocator's peak (torch.cuda.max_memory_allocated), which saves
+seconds of CUDA start-up per row. In each, the first run counts FLOPs (torch.utils.flop_counter) and
+doubles as the warm-up; the timed runs that follow are reported by their median. On CUDA the fusion and
+training sections run as fp32, bf16 autocast (amp) and torch.compile variants.
 
     python bench.py                      # everything, defaults (under 10 minutes on 2 CPU cores)
     python bench.py --quick --json o.json  # tiny sizes, one repeat (what the tests run)
     python bench.py --data DIR           # RoadScene for the data section (default ../shared/data/roadscene)
+    python bench.py --sections fusion --fusion-sizes 1024x1024,2048x2048   # 1 and 4 MP only
 
 The training rows time the trainer's own step (training.trainer.train_step with its optimiser, loss
 functions and the settings of the args files), so an AMP row measures the step training runs.
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from benchmarks.sections import measure_ceiling, measure_data, measure_fusion, measure_load, measure_training
-from benchmarks.timing import BenchSettings, in_fresh_process
+from benchmarks.timing import BenchSettings, in_fresh_process, isolated
 from cli.entry import run_main
 from utils.atomic import atomic_write
 from utils.device import pick_device
@@ -52,27 +53,27 @@ def default_variants(device: torch.device) -> list[str]:
 
 
 def run(settings: BenchSettings, sections: list[str], variants: list[str], data: Path = ROADSCENE,
-        log: Callable[[str], None] = print) -> dict:
-    """Every requested measurement, each in its own process (`data`: the RoadScene folder); returns the
-    JSON-ready results."""
+        log: Callable[[str], None] = print, fusion_sizes: list[tuple[int, int]] | None = None) -> dict:
+    """Every requested measurement, each isolated (benchmarks.timing.isolated; `data`: the RoadScene
+    folder, `fusion_sizes`: (height, width) pairs); returns the JSON-ready results."""
     device = torch.device(settings.device)
     results: dict[str, Any] = {"meta": {**asdict(settings), "torch": torch.__version__, "sections": sections,
                                         "variants": variants, "device_name": device_name(device)}}
     if "ceiling" in sections:
         log("matmul ceiling ...")
-        results["ceiling"] = in_fresh_process(measure_ceiling, settings)
+        results["ceiling"] = isolated(measure_ceiling, settings)
     if "fusion" in sections:
         results["fusion"] = []
         for variant in variants:
-            for height, width in QUICK_FUSION_SIZES if settings.quick else FUSION_SIZES:
+            for height, width in fusion_sizes or (QUICK_FUSION_SIZES if settings.quick else FUSION_SIZES):
                 log(f"fusion {width}x{height} {variant} ...")
-                results["fusion"].append(in_fresh_process(measure_fusion, settings, height, width, variant))
+                results["fusion"].append(isolated(measure_fusion, settings, height, width, variant))
     if "train" in sections:
         results["train"] = []
         for variant in variants:
             for stage in STAGES:
                 log(f"training {stage} {variant} ...")
-                results["train"].append(in_fresh_process(measure_training, settings, stage, variant))
+                results["train"].append(isolated(measure_training, settings, stage, variant))
     if "load" in sections and device.type == "cpu":
         log("training step under load ...")
         results["load"] = in_fresh_process(measure_load, settings)
@@ -182,6 +183,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)} "
                                       "(default: all on CUDA, fp32 on the CPU)")
+    p.add_argument("--fusion-sizes", help=f"comma-separated WIDTHxHEIGHT of the fusion section (default "
+                                          f"{shown(FUSION_SIZES)}; quick {shown(QUICK_FUSION_SIZES)})")
     p.add_argument("--data", type=Path, default=ROADSCENE,
                    help="RoadScene folder (ir/, vi/) for the data section; skipped when absent (default %(default)s)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default %(default)s)")
@@ -196,6 +199,21 @@ def split_choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return chosen
 
 
+def shown(sizes: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{width}x{height}" for height, width in sizes)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'1024x1024,2048x2048' (width x height, as the table prints them) as (height, width) pairs."""
+    try:
+        sizes = [tuple(int(n) for n in size.lower().split("x")) for size in text.split(",") if size.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(len(size) != 2 or min(size) < 1 for size in sizes):
+        raise CrossFuseError(f"--fusion-sizes {text!r}: comma-separated WIDTHxHEIGHT, e.g. 1024x1024,2048x2048")
+    return [(height, width) for width, height in sizes]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = pick_device(args.device)
@@ -206,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = split_choices(args.sections, SECTIONS, "sections")
     variants = split_choices(args.variants, VARIANTS, "variants") if args.variants else default_variants(device)
     start, load_start = time.perf_counter(), os.getloadavg()
-    results = run(settings, sections, variants, args.data, log=lambda text: print(text, file=sys.stderr, flush=True))
+    sizes = parse_sizes(args.fusion_sizes) if args.fusion_sizes else None
+    results = run(settings, sections, variants, args.data, lambda text: print(text, file=sys.stderr, flush=True), sizes)
     results["meta"]["total_seconds"] = time.perf_counter() - start
     results["meta"]["load_average"] = {"start": load_start, "end": os.getloadavg()}  # other work skews times
     check_finite(results)

@@ -22,8 +22,11 @@ def main(argv: list[str]) -> None:
         raise CrossFuseError("--images is one modality's folder: give --modality=ir or --modality=vi with it")
     runtime = start_runtime(config)
     announce("Stage 1: autoencoders", config, runtime)
-    for modality in MODALITIES if config.modality == "both" else (config.modality,):
-        train(stage1_job(config, modality), config, runtime)
+    modalities = MODALITIES if config.modality == "both" else (config.modality,)
+    for i, modality in enumerate(modalities):
+        job = stage1_job(config, modality)
+        job.later = len(modalities) - 1 - i  # the VIS autoencoder after the IR one, in the time left
+        train(job, config, runtime)
 
 
 if __name__ == "__main__":

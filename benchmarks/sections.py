@@ -24,14 +24,13 @@ from benchmarks.timing import (
     setup,
     summary,
     timed,
-    to_device,
 )
 from net.model import CrossFuse
 from training.optim import make_optimizer
 from training.runtime import Runtime
 from training.stages import STAGES
 from training.trainer import Job, train_step
-from utils.device import autocast
+from utils.device import autocast, to_device
 
 LOADER_BATCH = 8
 DATA_WORKERS = (0, 1, 2)
@@ -59,7 +58,7 @@ def measure_fusion(settings: BenchSettings, height: int, width: int, variant: st
     rss_before = current_rss()
 
     def fuse(net: torch.nn.Module = runner) -> torch.Tensor:
-        with torch.inference_mode(), autocast(device, variant == "amp"):
+        with torch.inference_mode(), autocast(device, "amp" in variant):
             return net(ir, vi)
 
     flops = count_flops(lambda: fuse(model))  # also the warm-up of the eager model
@@ -78,9 +77,10 @@ def measure_fusion(settings: BenchSettings, height: int, width: int, variant: st
 
 
 class TrainingStep(NamedTuple):
-    step: Callable[[], None]  # the trainer's train_step (of the compiled model for --compile)
-    eager_step: Callable[[], None]  # the same step of the eager model, for counting FLOPs
+    step: Callable[[], dict[str, torch.Tensor]]  # the trainer's train_step (compiled model for --compile): its loss
+    eager_step: Callable[[], dict[str, torch.Tensor]]  # the same step of the eager model, for counting FLOPs
     optimizer: torch.optim.Optimizer
+    model: torch.nn.Module  # the eager model the steps train
 
 
 def stage_job(stage: str) -> tuple[Job, Any]:
@@ -97,7 +97,10 @@ def stage_job(stage: str) -> tuple[Job, Any]:
 def training_step(stage: str, device: torch.device, batch: int, size: int, variant: str,
                   compile_backend: str = "inductor") -> TrainingStep:
     """One step of a training stage on a fixed random batch, as training.trainer.train takes it: its
-    optimiser (make_optimizer), forward under autocast for amp, the loss in fp32, the skip flag."""
+    optimiser (make_optimizer), forward under autocast for amp, the loss in fp32, the skip flag.
+
+    `variant`: fp32, amp, compile, or amp+compile (the GPU check's fourth); the weights and the batch come
+    from torch's global generator, so a seed before the call makes them the same on every device."""
     job, config = stage_job(stage)
     model = job.model.to(device)
     optimizer = make_optimizer(model, config)
@@ -106,10 +109,10 @@ def training_step(stage: str, device: torch.device, batch: int, size: int, varia
     good = torch.ones((), device=device)  # stays 1: the random batches give finite losses
     host = host_batch((batch, 1, size, size), 1 if stage == "stage1" else 2, device)
 
-    def step(net: torch.nn.Module = runner) -> None:
-        train_step(job, net, optimizer, tuple(to_device(host, device)), variant == "amp", runtime, good)
+    def step(net: torch.nn.Module = runner) -> dict[str, torch.Tensor]:
+        return train_step(job, net, optimizer, to_device(host, device), "amp" in variant, runtime, good)
 
-    return TrainingStep(step, lambda: step(model), optimizer)
+    return TrainingStep(step, lambda: step(model), optimizer, model)
 
 
 def measure_training(settings: BenchSettings, stage: str, variant: str, compile_backend: str = "inductor") -> dict:

@@ -1,5 +1,6 @@
 """Timing helpers of bench.py: one measurement per fresh process, device syncs around the clock, FLOP
 counts, peak memory, and the matmul rate a measurement is held against."""
+import gc
 import multiprocessing
 import resource
 import statistics
@@ -77,11 +78,6 @@ def peak_row(device: torch.device) -> dict[str, Any]:
     return {"peak_mem_bytes": peak_memory(device), "mem_kind": "cuda_max_allocated" if device.type == "cuda" else "rss"}
 
 
-def to_device(batch: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """Host batch to the device; from pinned memory the copies overlap with compute on CUDA."""
-    return [t.to(device, non_blocking=t.is_pinned()) for t in batch]
-
-
 def host_batch(shape: tuple[int, ...], count: int, device: torch.device) -> list[torch.Tensor]:
     """Random 0..255 images in host memory, pinned when they are bound for a GPU."""
     batch = [torch.randint(0, 256, shape).float() for _ in range(count)]
@@ -91,7 +87,7 @@ def host_batch(shape: tuple[int, ...], count: int, device: torch.device) -> list
 def maybe_compile(model: torch.nn.Module, variant: str, backend: str = "inductor") -> torch.nn.Module:
     """torch.compile for the "compile" variant; static shapes, since each size is measured on its own
     and tracing the tiling symbolically is far slower than compiling once per shape."""
-    return torch.compile(model, backend=backend, dynamic=False) if variant == "compile" else model
+    return torch.compile(model, backend=backend, dynamic=False) if "compile" in variant else model
 
 
 def summary(times: list[float], flops: int) -> dict[str, Any]:
@@ -103,6 +99,23 @@ def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
     """Run fn(*args) in a new interpreter, so its memory peak and warm-up are its own."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
+
+
+def isolated(fn: Callable[..., dict], settings: BenchSettings, *args: Any) -> dict:
+    """fn(settings, *args) with a peak memory and compilation of its own.
+
+    On the CPU in a fresh process (RSS belongs to a process). On CUDA in this one, after resetting the
+    allocator's peak and torch.compile's state: the peak is the allocator's own counter, and a fresh
+    process would spend seconds starting CUDA for every measurement.
+    """
+    device = torch.device(settings.device)
+    if device.type != "cuda":
+        return in_fresh_process(fn, settings, *args)
+    gc.collect()  # the previous measurement's tensors, so the peak is this one's
+    torch._dynamo.reset()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return fn(settings, *args)
 
 
 def matmul_times(n: int, dtype: torch.dtype, repeats: int, device: torch.device) -> list[float]:

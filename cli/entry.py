@@ -9,6 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from dataio.demo_data import make_demo_dataset
+from training.board import writer_class
 from training.settings import S, help_text, read_settings
 from utils.device import keep_freed_memory
 from utils.errors import CrossFuseError
@@ -17,11 +18,14 @@ INTERRUPTED = "interrupted: rerun with --resume to continue from the last checkp
 
 
 def settings(args_class: type[S], argv: list[str], doc: str) -> S:
-    """A training script's settings (training.settings.read_settings); --help prints them and exits."""
+    """A training script's settings (training.settings.read_settings); --help prints them and exits,
+    and --tensorboard without its package stops here."""
     if "-h" in argv or "--help" in argv:
         print(help_text(args_class, argv, doc))
         sys.exit(0)
     config = read_settings(args_class, argv)
+    if config.tensorboard:
+        writer_class()  # without the package: one line now, before any work
     if config.demo:
         make_demo_dataset(Path("data/demo"))
     return config

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import bench
 from benchmarks import sections, timing
 from tests.conftest import ROOT
-from utils.device import autocast
+from utils.device import autocast, to_device
+from utils.errors import CrossFuseError
 
 QUICK = timing.BenchSettings(device="cpu", threads=2, repeats=1, quick=True)
 
@@ -64,6 +65,14 @@ def test_bad_options_are_one_line_errors():
     assert proc.returncode != 0 and "--sections 'fusion,nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_fusion_sizes_are_width_by_height():
+    assert bench.parse_sizes("96x64, 32x32") == [(64, 96), (32, 32)]
+    assert bench.shown(bench.FUSION_SIZES).split(",")[-1] == "768x576"
+    for bad in ("96", "96x", "0x8", "axb", ","):
+        with pytest.raises(CrossFuseError, match="--fusion-sizes"):
+            bench.parse_sizes(bad)
+
+
 def test_cpu_flash_attention_flops_are_counted():
     """SDPA on the CPU dispatches to kernels torch's counter does not know; bench's counter knows them,
     without registering them in torch's global registry (importing bench changes nothing else)."""
@@ -95,7 +104,7 @@ def test_host_batches_move_to_the_device_unchanged():
     """Pinned memory and non-blocking copies are for CUDA; on the CPU the same calls are plain moves."""
     host = timing.host_batch((2, 1, 8, 8), 2, torch.device("cpu"))
     assert not any(t.is_pinned() for t in host)
-    moved = timing.to_device(host, torch.device("cpu"))
+    moved = to_device(host, torch.device("cpu"))
     assert all(a is b for a, b in zip(host, moved, strict=True))
     assert all(t.min() >= 0 and t.max() <= 255 for t in moved)
 

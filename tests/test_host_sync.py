@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1
+from checks.device_steps import Images, SquaredError
 from cli.entry import settings
 from dataio.datasets import make_loader
 from net.encoder import AutoEncoder
@@ -27,28 +28,7 @@ from training.trainer import Job, train, train_step
 from utils.cores import free_threads, loader_workers, pick_threads, process_cores
 from utils.errors import CrossFuseError
 
-BATCHES = 12
-
-
-class Images(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return BATCHES
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(i)) * 255
-
-
-class SquaredError:
-    """A reconstruction loss that turns NaN at the given calls; it keeps the weights it was called with."""
-
-    def __init__(self, model: nn.Module, nan_at: tuple[int, ...] = ()):
-        self.model, self.nan_at, self.calls, self.weights = model, nan_at, 0, []
-
-    def __call__(self, out: torch.Tensor, batch: tuple) -> dict[str, torch.Tensor]:
-        self.calls += 1
-        self.weights.append(self.model.weight.detach().clone())
-        total = (out - batch[0]).pow(2).mean()
-        return {"total": total * float("nan") if self.calls in self.nan_at else total}
+BATCHES = len(Images())
 
 
 def tiny_run(tmp_path: Path, step: int, nan_at: tuple[int, ...] = ()) -> tuple[Job, dict]:

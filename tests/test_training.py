@@ -17,7 +17,7 @@ import train_end_to_end
 import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from cli.entry import settings
+from cli.entry import run_main, settings
 from evaluation.runs import load_run
 from formats import run_layout
 from formats.checkpoint import load_crossfuse, read_checkpoint
@@ -250,6 +250,17 @@ def test_two_process_ddp_on_cpu(data, tmp_path):
     assert result.stdout.count("epoch 1 done") == 1  # only rank 0 logs and writes
     mat = scipy.io.loadmat(tmp_path / "end_to_end/loss/loss_data_end_to_end_e0.mat")
     assert mat["loss_data"].shape == (1, 3)  # 6 pairs over 2 ranks, batch 1
+    assert (tmp_path / "end_to_end/end_to_end_fusion_epoch_1.model").is_file()
+
+
+def test_torchrun_with_one_process_takes_the_ddp_path(data, tmp_path, monkeypatch, capsys):
+    """What `torchrun --nproc_per_node=1` sets: a process group (gloo here, NCCL on CUDA) and DDP, as for N > 1."""
+    env = {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29518"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert run_main(train_end_to_end.main, args(data, tmp_path, *ENCODER, *FUSION, "--epochs=1")) == 0
+    assert "on cpu x 1 process (DDP)" in capsys.readouterr().out
+    assert not torch.distributed.is_initialized()  # run_main ends the group
     assert (tmp_path / "end_to_end/end_to_end_fusion_epoch_1.model").is_file()
 
 

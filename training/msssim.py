@@ -6,11 +6,12 @@ WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def gaussian_1d(size: int, sigma: float = 1.5, like: torch.Tensor | None = None) -> torch.Tensor:
-    """The normalised 1-D Gaussian whose outer product with itself is the reference's 2-D window."""
-    i = torch.arange(size, dtype=torch.float32)
+    """The normalised 1-D Gaussian whose outer product with itself is the reference's 2-D window,
+    computed on like's device (a copy from the host would make every step wait for the GPU)."""
+    i = torch.arange(size, dtype=torch.float32, device=None if like is None else like.device)
     g = torch.exp(-((i - size // 2) ** 2) / (2 * sigma**2))
     g = g / g.sum()
-    return g if like is None else g.to(like)
+    return g if like is None else g.to(like.dtype)
 
 
 class ValidFilter(torch.autograd.Function):
@@ -71,6 +72,8 @@ def msssim(img1: torch.Tensor, img2: torch.Tensor, normalize: bool = True) -> to
     ssims, css = torch.stack(ssims), torch.stack(css)
     if normalize:
         ssims, css = (ssims + 1) / 2, (css + 1) / 2
-    w = torch.tensor(WEIGHTS, dtype=img1.dtype, device=img1.device)
+    # Filled in on the device: torch.tensor(WEIGHTS, device=...) would copy from the host and, on a
+    # GPU, wait for it in every step.
+    w = torch.stack([img1.new_full((), v) for v in WEIGHTS])
     # The reference multiplies the last level's ssim**w into each of the four cs factors.
     return torch.prod(css[:-1] ** w[:-1] * ssims[-1] ** w[-1])

@@ -17,6 +17,7 @@ class Runtime:
     device: torch.device
     rank: int = 0
     world: int = 1
+    distributed: bool = False  # started by torchrun: DDP and a process group, even for one process
 
     @property
     def main(self) -> bool:
@@ -24,21 +25,25 @@ class Runtime:
 
 
 def start_runtime(config: Settings) -> Runtime:
-    """One process, or one of `torchrun --nproc_per_node=N` (NCCL on CUDA, gloo on the CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Runtime(pick_device(config.device))
+    """One plain process, or one of `torchrun --nproc_per_node=N` (NCCL on CUDA, gloo on the CPU).
+
+    Under torchrun the process group and DDP are set up even for N = 1, so one GPU runs the code path
+    of several (`make gpu-check` validates NCCL that way).
+    """
     device = pick_device(config.device)
+    if "LOCAL_RANK" not in os.environ:  # torchrun sets it for every process it starts
+        return Runtime(device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Runtime(device, dist.get_rank(), dist.get_world_size())
+    return Runtime(device, dist.get_rank(), dist.get_world_size(), distributed=True)
 
 
 def announce(title: str, config: Settings, runtime: Runtime) -> None:
     """The run's title, device and settings, printed once (by the main process)."""
     if runtime.main:
-        print(f"{title} on {runtime.device}" + (f" x {runtime.world} processes" if runtime.world > 1 else ""))
+        processes = f" x {runtime.world} process{'es' if runtime.world > 1 else ''} (DDP)"
+        print(f"{title} on {runtime.device}" + (processes if runtime.distributed else ""))
         print(format_config(config.as_dict()))

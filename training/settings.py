@@ -114,6 +114,7 @@ SETTINGS: dict[str, Setting] = {
     "log_every": Setting(at_least(1)),
     "checkpoint_every": Setting(at_least(1)),
     "preview_images": Setting(at_least(0)),
+    "tensorboard": Setting(),
     "resume": Setting(by_study=True),
     "overwrite": Setting(by_study=True),
     "demo": Setting(by_study=True),

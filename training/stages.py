@@ -233,7 +233,7 @@ def stage1_job(config: Stage1, modality: str) -> Job:
     return Job(name=STAGE1.job.format(modality=modality), title=f"{STAGE1.title} {modality.upper()}", out_dir=out_dir,
                model=STAGE1.build(config, []), dataset=dataset, forward=STAGE1.forward, loss=STAGE1.loss(config),
                save_models=save, preview=preview_batch(dataset, config),
-               outputs=lambda: sorted(run_layout.autoencoders(out_dir, modality).values()))
+               outputs=lambda: sorted(run_layout.autoencoders(out_dir, modality).values()), unit="images")
 
 
 def fusion_job(stage: Stage, config: Settings, device: torch.device, files: list[Path]) -> Job:

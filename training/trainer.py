@@ -26,14 +26,17 @@ from dataio.datasets import make_loader
 from dataio.images import write_gray
 from formats import run_layout
 from formats.checkpoint import STATE_FORMAT
+from training.board import Board, board_dir
 from training.optim import lr_at, make_optimizer, step_if
 from training.runtime import Runtime
 from training.settings import fixed_on_resume, save_config, upgrade
 from utils.atomic import atomic_save, atomic_write, check_writable, hold_lock
 from utils.cores import loader_workers, pick_threads, process_cores
-from utils.device import autocast, peak_memory
+from utils.device import autocast, peak_memory, to_device
 from utils.errors import CrossFuseError
+from utils.provenance import code_version, machine
 from utils.settings import Settings
+from utils.tables import duration
 
 Batch = tuple[torch.Tensor, ...]
 TestHook = Callable[[nn.Module, int], None]
@@ -56,6 +59,8 @@ class Job:
     test: TestHook | None = None  # fuse the test folder after an epoch
     preview: Batch = ()  # fixed validation items shown in the per-epoch grid
     outputs: Callable[[], list[Path]] = list  # the files save_models and test wrote so far (an earlier run's too)
+    unit: str = "pairs"  # what one batch item is, in the logged throughput ("images" for stage 1)
+    later: int = 0  # jobs as long as this one that the script trains after it (stage 1: VIS after IR), in the time left
 
 
 # -------------------------------------------------------------------------------------- checkpoint
@@ -129,8 +134,9 @@ def load_state(job: Job, optimizer: torch.optim.Optimizer, record: dict[str, Any
     return Progress(**state["progress"])
 
 
-def record_config(job: Job, record: dict[str, Any], progress: Progress) -> None:
-    """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume.
+def record_config(job: Job, record: dict[str, Any], progress: Progress, device: torch.device) -> None:
+    """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume,
+    each with its settings, the code's git commit ("no git" in a copy of the tree) and the machine.
 
     A history that a resume finds missing or damaged is set aside (renamed *.damaged, nothing deleted)
     and started anew from this resume, with a warning: it records the run, it does not steer it.
@@ -138,7 +144,7 @@ def record_config(job: Job, record: dict[str, Any], progress: Progress) -> None:
     history_path = run_layout.config_history_file(job.out_dir, job.name)
     history = read_history(history_path) if progress.batch or progress.epoch else []
     history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": progress.epoch + 1,
-                    "batch": progress.batch, "config": record})
+                    "batch": progress.batch, "config": record, "code": code_version(), "machine": machine(device)})
     save_config(record, run_layout.config_file(job.out_dir, job.name))
     atomic_write(history_path, lambda temp: temp.write_text(json.dumps(history, indent=2) + "\n"))
 
@@ -164,8 +170,8 @@ def write_losses(job: Job, progress: Progress, epoch: int, record: dict[str, Any
                                    progress.epoch_time, progress.peak_memory, memory_kind, record)
 
 
-def save_preview(job: Job, model: nn.Module, epoch: int, device: torch.device) -> Path | None:
-    """A grid of the fixed preview items: one row each, inputs then the model's output."""
+def preview_grid(job: Job, model: nn.Module, device: torch.device) -> np.ndarray | None:
+    """A grid of the fixed preview items (uint8): one row each, inputs then the model's output."""
     if not job.preview:
         return None
     batch = tuple(b.to(device) for b in job.preview)
@@ -174,20 +180,33 @@ def save_preview(job: Job, model: nn.Module, epoch: int, device: torch.device) -
         out = job.forward(model, batch).float()
     model.train()
     rows = [torch.cat([*(b[i, 0] for b in batch), out[i, 0]], dim=1) for i in range(out.shape[0])]
-    path = job.out_dir / "preview" / f"{job.name}_epoch_{epoch}.png"
-    write_gray(path, torch.cat(rows, dim=0).clamp(0, 255).round().to(torch.uint8).cpu().numpy())
-    return path
+    return torch.cat(rows, dim=0).clamp(0, 255).round().to(torch.uint8).cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------- loop
 
 def log_line(job: Job, epoch: int, epochs: int, batch: int, batches: int, lr: float,
-             temperature: float | None, terms: dict[str, float]) -> str:
+             temperature: float | None, terms: dict[str, float], pace: str = "") -> str:
+    """The seed's log line (prefix, time, epoch, batch, lr, temperature, loss terms), then the pace."""
     parts = [job.title, time.ctime(), f"Epoch {epoch}/{epochs}", f"Batch {batch}/{batches}", f"lr:{lr:.6f}"]
     if temperature is not None:
         parts.append(f"temp:{temperature:.4f}")
     parts += [f"{k}:{v:.4f}" for k, v in terms.items()]
+    return " - ".join(parts + ([pace] if pace else []))
+
+
+def pace(job: Job, items_per_step: int, step_seconds: float, steps_left: int, device: torch.device) -> str:
+    """Throughput and time left at the pace of the last log interval, and on CUDA the epoch's peak GPU
+    memory: host clocks and the allocator's own counters, so nothing waits for the device."""
+    parts = [f"{items_per_step / step_seconds:.1f} {job.unit}/s", f"{duration(steps_left * step_seconds)} left"]
+    if device.type == "cuda":
+        parts.append(f"GPU peak {peak_memory(device) / 2**30:.2f} GiB")
     return " - ".join(parts)
+
+
+def steps_left(job: Job, epoch: int, epochs: int, batch: int, batches: int) -> int:
+    """Steps of the run still to train after this one: this epoch's, the later epochs', the later jobs'."""
+    return batches - batch + (epochs - epoch - 1) * batches + job.later * epochs * batches
 
 
 def train(job: Job, config: Settings, runtime: Runtime) -> None:
@@ -228,6 +247,7 @@ def begin(job: Job, config: Settings, optimizer: torch.optim.Optimizer, record: 
     if earlier and main:
         own = [run_layout.config_file(job.out_dir, job.name), run_layout.config_history_file(job.out_dir, job.name),
                *(job.out_dir / "preview").glob(f"{job.name}_epoch_*.png")]
+        own += [*board_dir(job.out_dir, job.name).glob("events.out.tfevents.*")]
         for path in earlier + own:
             path.unlink(missing_ok=True)
         print(f"note: --overwrite: deleted the earlier {job.name} run in {job.out_dir} ({len(earlier)} files)")
@@ -249,13 +269,28 @@ def run_epochs(job: Job, config: Settings, runtime: Runtime) -> None:
             print(f"{job.name}: {progress.threads} CPU threads for {process_cores()} cores (the others are busy)"
                   if progress.threads < process_cores() else f"{job.name}: {progress.threads} CPU threads")
     if main:
-        record_config(job, record, progress)
+        record_config(job, record, progress, device)
     model = job.model
     if config.compile:
         model = torch.compile(model)
-    if runtime.world > 1:
+    if runtime.distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    epochs = config.epochs
+    board = None
+    if main and config.tensorboard:
+        board = Board(board_dir(job.out_dir, job.name), len(progress.history.get("total", ())))
+    try:
+        train_epochs(job, config, runtime, model, optimizer, progress, record, board)
+    finally:
+        if board is not None:
+            board.close()
+    if runtime.distributed:
+        dist.barrier()
+
+
+def train_epochs(job: Job, config: Settings, runtime: Runtime, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 progress: Progress, record: dict[str, Any], board: Board | None) -> None:
+    """The epochs still to train: steps, log lines, checkpoints and each epoch's outputs."""
+    device, main, epochs = runtime.device, runtime.main, config.epochs
     good = torch.ones((), device=device)  # 0 from the first non-finite loss on: every later update is skipped
     suggested = False
     while progress.epoch < epochs:
@@ -271,7 +306,7 @@ def run_epochs(job: Job, config: Settings, runtime: Runtime) -> None:
         pending = Pending()
         for batch in bar:
             pending.waited += time.perf_counter() - pending.step_end
-            batch = tuple(b.to(device, non_blocking=True) for b in (batch if isinstance(batch, list) else [batch]))
+            batch = to_device(batch if isinstance(batch, list) else [batch], device)
             lr = lr_at(config, epoch, progress.batch, batches)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -284,9 +319,13 @@ def run_epochs(job: Job, config: Settings, runtime: Runtime) -> None:
             checkpoint_now = steps % config.checkpoint_every == 0 and progress.batch < batches
             if log_now or checkpoint_now:  # the host reads the device only here
                 values = pending.read(job, progress)
+                if board is not None:
+                    board.steps(progress.history)
                 if main and log_now:
+                    left = steps_left(job, epoch, epochs, progress.batch, batches)
                     tqdm.write(log_line(job, epoch + 1, epochs, progress.batch, batches, lr,
-                                        progress.history.get("temperature", [None])[-1], values))
+                                        progress.history.get("temperature", [None])[-1], values,
+                                        pace(job, config.batch * runtime.world, pending.step_seconds, left, device)))
                     if not config.cache:
                         suggested = suggest_cache(pending, suggested)
                 bar.set_postfix(loss=f"{values['total']:.4g}")
@@ -299,9 +338,7 @@ def run_epochs(job: Job, config: Settings, runtime: Runtime) -> None:
         progress.peak_memory.append(peak_memory(device))
         progress.epoch, progress.batch, progress.epoch_seconds = epoch + 1, 0, 0.0
         if main:
-            finish_epoch(job, optimizer, progress, record, epoch, device)
-    if runtime.world > 1:
-        dist.barrier()
+            finish_epoch(job, optimizer, progress, record, epoch, device, board)
 
 
 def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, amp: bool,
@@ -315,7 +352,7 @@ def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, bat
         out = job.forward(model, batch)
     terms = job.loss(out.float(), batch)
     finite = torch.isfinite(terms["total"].detach()).float()
-    if runtime.world > 1:  # every rank skips, and later stops, together
+    if runtime.distributed:  # every rank skips, and later stops, together
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     good = finite if good is None else good.mul_(finite)
     optimizer.zero_grad(set_to_none=True)
@@ -334,6 +371,7 @@ class Pending:
         self.waited = 0.0  # seconds the loop waited for data since the last read
         self.step_end = self.read_at = time.perf_counter()
         self.data_share = 0.0  # of the wall time between the last two reads
+        self.step_seconds = 0.0  # wall time per step between the last two reads
 
     def add(self, terms: dict[str, torch.Tensor], temperature: torch.Tensor | None, good: torch.Tensor,
             step: tuple[float, int, int]) -> None:
@@ -345,6 +383,7 @@ class Pending:
     def read(self, job: Job, progress: Progress) -> dict[str, float]:
         """Append the pending steps to progress.history (one host sync); raise at the first non-finite one."""
         rows = torch.stack(self.rows).tolist()
+        count = len(rows)
         for row, (lr, epoch, batch) in zip(rows, self.steps, strict=True):
             *row, ok = row
             values = dict(zip(self.keys, row, strict=True))
@@ -359,7 +398,9 @@ class Pending:
         self.rows.clear()
         self.steps.clear()
         now = time.perf_counter()
-        self.data_share, self.waited, self.read_at = self.waited / max(now - self.read_at, 1e-9), 0.0, now
+        elapsed = max(now - self.read_at, 1e-9)
+        self.data_share, self.step_seconds = self.waited / elapsed, elapsed / count
+        self.waited, self.read_at = 0.0, now
         return values
 
 
@@ -383,8 +424,9 @@ def suggest_cache(pending: Pending, suggested: bool) -> bool:
 
 
 def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, record: dict[str, Any],
-                 epoch: int, device: torch.device) -> None:
-    """Per-epoch outputs: .model files, the loss .mat and the state, then the optional preview and test.
+                 epoch: int, device: torch.device, board: Board | None = None) -> None:
+    """Per-epoch outputs: .model files, the loss .mat and the state, then the optional preview (also to
+    TensorBoard) and test.
 
     The state is written before the optional work, and a failure there is reported, not raised, so
     it never costs training progress.
@@ -396,9 +438,13 @@ def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress,
     print(f"{job.title} - epoch {epoch + 1} done in {progress.epoch_time[-1]:.1f} s, peak memory {mem:.0f} MiB, "
           f"loss {progress.history['total'][-1]:.4f}; wrote {', '.join(str(f) for f in files)}")
     try:
-        preview = save_preview(job, job.model, epoch + 1, device)
-        if preview:
-            print(f"{job.title} - preview {preview}")
+        grid = preview_grid(job, job.model, device)
+        if grid is not None:
+            path = job.out_dir / "preview" / f"{job.name}_epoch_{epoch + 1}.png"
+            write_gray(path, grid)
+            print(f"{job.title} - preview {path}")
+            if board is not None:
+                board.preview(grid, epoch + 1)
         if job.test is not None:
             job.model.eval()
             job.test(job.model, epoch + 1)

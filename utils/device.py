@@ -56,6 +56,15 @@ def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
+def to_device(batch: list[torch.Tensor] | tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A host batch on the device, as every training step receives it.
+
+    Non-blocking: from the loader's pinned memory the copy overlaps with compute on CUDA, and the host
+    never waits for the device here (a blocking copy to a GPU synchronises). On the CPU it is a no-op.
+    """
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
 def peak_memory(device: torch.device) -> int:
     """Peak bytes so far: CUDA allocations on a GPU, the process's resident set on the CPU.
 
