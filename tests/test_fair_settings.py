@@ -122,7 +122,7 @@ def test_reference_preset_is_the_args_files():
 def test_command_line_wins_over_the_preset_wherever_it_stands():
     for argv in (["--epochs=3", "--preset=cpu"], ["--preset=cpu", "--epochs=3"]):
         config = settings(EndToEnd, argv, "")
-        assert config.epochs == 3 and config.image_size == 128
+        assert config.epochs == 3 and config.image_size == 64
 
 
 def test_unknown_preset_is_one_line():
