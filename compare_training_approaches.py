@@ -116,7 +116,7 @@ def compare(args: argparse.Namespace) -> dict:
     if len(pairs) >= 2:  # does each model's output follow its input? (first run of each approach)
         for a, model in first.items():
             checked = guards.input_dependence(lambda ir, vi, m=model: fuse_gray(m, ir, vi, device),
-                                              sources[: max(2, count)])
+                                              sources[: max(2, count)], first_images[a])
             for k, (name, flag) in enumerate(zip(names, checked, strict=False)):
                 if flag.flagged:
                     flags[a].setdefault(name, []).append(f"{runs[a][0].label}: {flag}")

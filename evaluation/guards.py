@@ -142,23 +142,36 @@ def _common_crop(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return x[top : top + h, left : left + w]
 
 
-def input_dependence(fuse: Fuse, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Flag]:
+def input_dependence(fuse: Fuse, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                     fused: Sequence[np.ndarray] | None = None) -> list[Flag]:
     """Per pair: does the output follow the input? Needs at least two pairs and the model (as `fuse`).
 
     Pair i and pair i + 1 (cyclically) are centre-cropped to a common size and fused; if the two fused
     images correlate much more than the two scenes do (measured on their pixel-mean fusions), the output
-    is mostly the model's own pattern, not the inputs'.
+    is mostly the model's own pattern, not the inputs'. `fused`, each pair's fusion at full size when
+    the caller already has it, spares fusing again wherever the common size is the whole image (on a
+    CPU a full-size fusion costs seconds); each crop is fused at most once.
     """
     if len(pairs) < 2:
         raise ValueError("input_dependence needs at least two pairs")
+    crops: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def fused_crop(i: int, h: int, w: int) -> np.ndarray:
+        ir, vi = pairs[i]
+        if fused is not None and ir.shape == (h, w):
+            return fused[i]
+        if (i, h, w) not in crops:
+            crops[i, h, w] = fuse(_common_crop(ir, h, w), _common_crop(vi, h, w))
+        return crops[i, h, w]
+
     flags = []
     for i, (ir, vi) in enumerate(pairs):
-        ir2, vi2 = pairs[(i + 1) % len(pairs)]
+        j = (i + 1) % len(pairs)
+        ir2, vi2 = pairs[j]
         h, w = min(ir.shape[0], ir2.shape[0]), min(ir.shape[1], ir2.shape[1])
-        a = [_common_crop(x, h, w) for x in (ir, vi)]
-        b = [_common_crop(x, h, w) for x in (ir2, vi2)]
-        fused_r = correlation(fuse(*a), fuse(*b))
-        scene_r = correlation(reference_fusions(*a)["pixel-mean"], reference_fusions(*b)["pixel-mean"])
+        fused_r = correlation(fused_crop(i, h, w), fused_crop(j, h, w))
+        scene_r = correlation(*(reference_fusions(_common_crop(a, h, w), _common_crop(b, h, w))["pixel-mean"]
+                                for a, b in (pairs[i], pairs[j])))
         threshold = max(scene_r, 0.0) + DEPENDENCE_MARGIN
         flags.append(Flag("input-independent", fused_r > threshold, fused_r, threshold))
     return flags

@@ -110,3 +110,25 @@ def test_input_independent_output_is_flagged(tno):
     assert not any(f.flagged for f in input_dependence(mean_fusion, pairs))
     with pytest.raises(ValueError, match="at least two pairs"):
         input_dependence(mean_fusion, pairs[:1])
+
+
+def test_input_dependence_fuses_only_what_it_was_not_given(tno):
+    """Full-size fusions the caller holds are used where the common crop is the whole image; the rest is
+    fused once per crop, and the flags are those of fusing everything afresh."""
+    pairs = tno[:6]
+    calls = []
+
+    def counted(ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        calls.append(ir.shape)
+        return mean_fusion(ir, vi)
+
+    fresh = input_dependence(counted, pairs)
+    fresh_calls = len(calls)
+    calls.clear()
+    reused = input_dependence(counted, pairs, [mean_fusion(ir, vi) for ir, vi in pairs])
+    assert [(f.value, f.threshold) for f in reused] == [(f.value, f.threshold) for f in fresh]
+    sizes = [ir.shape for ir, _ in pairs]
+    crops = {(i, min(sizes[i][0], sizes[j][0]), min(sizes[i][1], sizes[j][1]))
+             for i in range(6) for j in ((i + 1) % 6, (i - 1) % 6)}
+    assert fresh_calls == len(crops) < 12  # a crop shared by both neighbours is fused once
+    assert len(calls) == sum(sizes[i] != (h, w) for i, h, w in crops) < fresh_calls
