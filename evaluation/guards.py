@@ -165,10 +165,10 @@ def input_dependence(fuse: Fuse, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
         return crops[i, h, w]
 
     flags = []
-    for i, (ir, vi) in enumerate(pairs):
+    for i in range(len(pairs)):
         j = (i + 1) % len(pairs)
-        ir2, vi2 = pairs[j]
-        h, w = min(ir.shape[0], ir2.shape[0]), min(ir.shape[1], ir2.shape[1])
+        (h, w), (h2, w2) = pairs[i][0].shape, pairs[j][0].shape
+        h, w = min(h, h2), min(w, w2)
         fused_r = correlation(fused_crop(i, h, w), fused_crop(j, h, w))
         scene_r = correlation(*(reference_fusions(_common_crop(a, h, w), _common_crop(b, h, w))["pixel-mean"]
                                 for a, b in (pairs[i], pairs[j])))
