@@ -22,6 +22,7 @@ from checks.rows import Context, Row, error_line, first_line, guarded, relative_
 from formats import run_layout
 from formats.checkpoint import save_model
 from net.encoder import AutoEncoder
+from training.board import board_dir
 from training.settings import model_config
 from training.stages import END_TO_END, STAGE2, Stage
 
@@ -197,7 +198,7 @@ def tensorboard_events(out: Path, installed: bool) -> tuple[bool, str]:
         return False, "the tensorboard package is not installed here (pip install tensorboard)"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    folder = END_TO_END.dir(out) / "tensorboard" / END_TO_END.job
+    folder = board_dir(END_TO_END.dir(out), END_TO_END.job)
     tags = EventAccumulator(str(folder)).Reload().Tags()
     missing = sorted(SCALARS - set(tags.get("scalars", [])) | ({"preview"} - set(tags.get("images", []))))
     if missing:
