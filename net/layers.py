@@ -48,12 +48,18 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
+# The reference's fixed box kernels are float32 tensors in its checkpoint, whatever the precision it runs in;
+# these are their float32 values. (In float64 the difference from 1/9 moves |x - A_3(x)| by 1e-10.)
+NINTH = torch.tensor(1 / 9, dtype=torch.float32).item()
+ONE_121TH = torch.tensor(1 / 121, dtype=torch.float32).item()
+
+
 def box_mean_3x3(x: torch.Tensor) -> torch.Tensor:
     """The reference's fixed A_3 kernel (1/9 for every channel pair) as a channel sum + 3x3 mean.
 
     Every output channel of that convolution is identical, so one channel is computed and broadcast.
     """
-    return F.avg_pool2d(x.sum(1, keepdim=True), 3, stride=1, padding=1, count_include_pad=True)
+    return F.avg_pool2d(x.sum(1, keepdim=True), 3, stride=1, padding=1, divisor_override=1) * NINTH
 
 
 def normalise_pair_(gx: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +74,7 @@ def normalise_pair_(gx: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, t
 
 def box_mean_11(x: torch.Tensor) -> torch.Tensor:
     """11 x 11 mean as a zero-padded conv2d; avg_pool2d would round differently and flip ties."""
-    return F.conv2d(x, torch.full((1, 1, 11, 11), 1.0 / 121, dtype=x.dtype, device=x.device), padding=5)
+    return F.conv2d(x, torch.full((1, 1, 11, 11), ONE_121TH, dtype=x.dtype, device=x.device), padding=5)
 
 
 def brighter_source(ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:

@@ -47,14 +47,27 @@ def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_a_check_process_that_reports_raises_or_hangs_gives_rows(tmp_path):
+class PastItsLimit(subprocess.Popen):
+    """A child whose time limit runs out just after it has printed its first line, whatever the machine's
+    load: the test never races the child's start-up against a short limit. It is then stopped for real."""
+
+    def communicate(self, input=None, timeout=None):
+        if not hasattr(self, "first"):
+            self.first = self.stdout.readline()
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        out, err = super().communicate(input, timeout)
+        return self.first + out, err
+
+
+def test_a_check_process_that_reports_raises_or_hangs_gives_rows(tmp_path, monkeypatch):
     row = "print(" + repr(gpu_check.ROW + json.dumps(Row("a", True, "fine", 1.0).as_dict())) + ", flush=True)"
     reported = gpu_check.run_child(python(f"print('noise'); {row}"), GROUP, 30, tmp_path / "1.log")
     assert reported[0] == Row("a", True, "fine", 1.0) and reported[1].figure == "no result from the check"
     raised = gpu_check.run_child(python(f"{row}; raise RuntimeError('boom')"), GROUP, 30, tmp_path / "2.log")
     assert raised[0].passed and (raised[1].passed, raised[1].figure) == (False, "the check process died: "
                                                                               "RuntimeError: boom")
-    hung = gpu_check.run_child(python(f"{row}; import time; time.sleep(60)"), GROUP, 2, tmp_path / "3.log")
+    monkeypatch.setattr(subprocess, "Popen", PastItsLimit)
+    hung = gpu_check.run_child(python(f"{row}; import time; time.sleep(600)"), GROUP, 2, tmp_path / "3.log")
     assert hung[0].passed and (hung[1].passed, hung[1].figure) == (False, "stopped at its time limit of 2 s")
     assert "RuntimeError: boom" in (tmp_path / "2.log").read_text()
 

@@ -5,7 +5,6 @@ There is no GPU here, so host synchronisations are counted where they start on a
 `.item()`, `float()`, `bool()` or `int()` of a tensor reaches aten._local_scalar_dense (counted by a
 dispatch mode, torch's internals included), and `.tolist()`, `.numpy()` and `.cpu()` are spied on.
 """
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from dataio.datasets import make_loader
 from net.encoder import AutoEncoder
 from net.model import CrossFuse
 from tests.test_model import TINY
-from training import stages
+from training import stages, trainer
 from training.optim import make_optimizer, step_if
 from training.runtime import Runtime
 from training.trainer import Job, train, train_step
@@ -110,18 +109,26 @@ def test_step_if_skips_update_moments_and_count(fused):
 
 
 class SlowImages(Images):
-    """Decoding that takes most of each step's time."""
+    """Decoding that takes one second of the test's clock per image, and training steps none."""
+
+    def __init__(self, clock: list[float]):
+        super().__init__()
+        self.clock = clock
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        time.sleep(0.2)
+        self.clock[0] += 1.0
         return super().__getitem__(i)
 
 
-def test_waiting_for_data_suggests_the_cache(tmp_path, capsys):
+@pytest.mark.parametrize("slow", [True, False])
+def test_waiting_for_data_suggests_the_cache(tmp_path, capsys, monkeypatch, slow):
+    clock = [0.0]
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: clock[0])  # the loop's clock is the test's
     job, config = tiny_run(tmp_path, step=4)
-    job.dataset = SlowImages()
+    if slow:
+        job.dataset = SlowImages(clock)
     train(job, config, Runtime(torch.device("cpu")))
-    assert capsys.readouterr().err.count("--cache") == 1  # once per run, not at every log line
+    assert capsys.readouterr().err.count("--cache") == int(slow)  # once per run, not at every log line
 
 
 def test_thread_and_worker_defaults(monkeypatch):

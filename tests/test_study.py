@@ -2,10 +2,8 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import train_end_to_end
 from dataio.demo_data import make_demo_dataset
 from formats import run_layout
 from formats.checkpoint import read_checkpoint
+from training.runtime import KILL_AT
 from training.stages import ARMS
 from utils.errors import CrossFuseError
 
@@ -76,14 +75,10 @@ def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
 def test_killed_study_resumes_without_retraining_finished_runs(data, tmp_path):
     argv = [*study_args(data, tmp_path, "--batch=1", arms="two-stage,end-to-end"), "--curve-images", "0"]
     s = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "study.py", *argv], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    crashed = subprocess.run([sys.executable, "study.py", *argv], cwd=ROOT, env={**ENV, KILL_AT: "trans:3"},
+                             capture_output=True, text=True, timeout=300)  # stage 2 dies at its third step
+    assert crashed.returncode == 2 and "two-stage:0" in crashed.stderr, crashed.stdout + crashed.stderr
     state = run_layout.state_file(s / "two-stage" / "seed_0" / "transfuse", "trans")
-    deadline = time.time() + 200
-    while not state.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the study and its training process, mid-run, as a crash would
-    proc.wait()
     assert state.is_file(), "stage 2 never started"
     stage1 = sorted((s / "stage-1" / "seed_0" / "autoencoder").glob("*.model"))
     assert stage1

@@ -2,9 +2,9 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +21,15 @@ from cli.entry import run_main, settings
 from evaluation.runs import load_run
 from formats import run_layout
 from formats.checkpoint import load_crossfuse, read_checkpoint
+from net.encoder import AutoEncoder
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
+from tests.test_model import TINY
 from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
 from training.msssim import ValidFilter
 from training.optim import make_optimizer
-from training.runtime import Runtime
+from training.runtime import KILL_AT, Runtime
 from training.settings import parse_overrides
 from training.stages import END_TO_END, STAGE2, fusion_forward, fusion_job, fusion_loss_fn, reconstruction_loss_fn
 from training.trainer import Job, state_path, train, train_step
@@ -216,20 +218,17 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path):
 
 
 def test_resume_after_sigkill_gives_identical_losses(data, tmp_path):
+    """Killed at step 5 (epoch 2, batch 2: one step after its last checkpoint), as a crash would, the run
+    resumes from the checkpoint and ends exactly as an uninterrupted one."""
     common = [*ENCODER, *FUSION, "--epochs=4", "--checkpoint_every=2", "--image_size=48"]
     straight = tmp_path / "straight"
     assert run_script("train_end_to_end.py", args(data, straight, *common)).returncode == 0
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "train_end_to_end.py", *args(data, killed, *common)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = killed / "end_to_end" / "training_state_end_to_end.pt"
-    deadline = time.time() + 240
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    interrupted = torch.load(state, weights_only=False)["progress"]
-    assert interrupted["epoch"] < 4, "the run finished before it could be killed"
+    crashed = run_script("train_end_to_end.py", args(data, killed, *common),
+                         env={**os.environ, KILL_AT: "end_to_end:5"})
+    assert crashed.returncode == -signal.SIGKILL
+    interrupted = torch.load(killed / "end_to_end" / "training_state_end_to_end.pt", weights_only=False)["progress"]
+    assert (interrupted["epoch"], interrupted["batch"]) == (1, 1)
     resumed = run_script("train_end_to_end.py", args(data, killed, *common, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming end_to_end" in resumed.stdout
@@ -242,7 +241,7 @@ def test_resume_after_sigkill_gives_identical_losses(data, tmp_path):
 def test_two_process_ddp_on_cpu(data, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29517", "train_end_to_end.py",
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "train_end_to_end.py",
                              *args(data, tmp_path, *ENCODER, *FUSION, "--epochs=1", "--batch=1")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -253,15 +252,41 @@ def test_two_process_ddp_on_cpu(data, tmp_path):
     assert (tmp_path / "end_to_end/end_to_end_fusion_epoch_1.model").is_file()
 
 
+def free_port() -> str:
+    """A port no process listens on now (the OS picks it), so two suites on one machine never collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 def test_torchrun_with_one_process_takes_the_ddp_path(data, tmp_path, monkeypatch, capsys):
     """What `torchrun --nproc_per_node=1` sets: a process group (gloo here, NCCL on CUDA) and DDP, as for N > 1."""
-    env = {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29518"}
+    env = {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert run_main(train_end_to_end.main, args(data, tmp_path, *ENCODER, *FUSION, "--epochs=1")) == 0
     assert "on cpu x 1 process (DDP)" in capsys.readouterr().out
     assert not torch.distributed.is_initialized()  # run_main ends the group
     assert (tmp_path / "end_to_end/end_to_end_fusion_epoch_1.model").is_file()
+
+
+@pytest.mark.parametrize("stage", ["stage1", "fusion"])
+def test_a_float64_step_stays_in_float64(stage):
+    """The model, the losses and MS-SSIM follow their input's dtype: a float64 training step gives float64
+    loss terms and gradients (a float32 constant inside would stop it or round it to float32)."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 40, 40, dtype=torch.float64) * 255
+    if stage == "stage1":
+        model, batch = AutoEncoder(TINY).double().train(), (x,)
+        job = fake_job(model, lambda m, b: m(b[0]), reconstruction_loss_fn(settings(Stage1, [], "")))
+    else:
+        model, batch = CrossFuse(TINY).double().train(), (x, x.flip(-1))
+        job = fake_job(model, fusion_forward, fusion_loss_fn(settings(EndToEnd, [], "")))
+    terms = train_step(job, model, make_optimizer(model, settings(EndToEnd, [], "")), batch, False,
+                       Runtime(torch.device("cpu")))
+    assert {t.dtype for t in terms.values()} == {torch.float64}
+    assert {p.grad.dtype for p in model.parameters() if p.grad is not None} == {torch.float64}
+    assert all(p.dtype == torch.float64 for p in model.parameters())
 
 
 @pytest.mark.parametrize("kernel", [(11, 1), (1, 11), (3, 5)])

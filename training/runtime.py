@@ -1,5 +1,6 @@
 """Where a training run executes: one process, or one of several started by torchrun (DDP)."""
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,16 @@ class Runtime:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+KILL_AT = "CROSSFUSE_KILL_AT"  # "<job>:<step>": that job's process SIGKILLs itself after that step (tests)
+
+
+def crash_if_asked(job: str, steps: int) -> None:
+    """Die by SIGKILL, as a crash would, once job `job` has done `steps` steps in all, when CROSSFUSE_KILL_AT
+    asks for it: the resume tests kill a run at a known step instead of racing it with a timer."""
+    if os.environ.get(KILL_AT) == f"{job}:{steps}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def start_runtime(config: Settings) -> Runtime:

@@ -28,7 +28,7 @@ from formats import run_layout
 from formats.checkpoint import STATE_FORMAT
 from training.board import Board, board_dir
 from training.optim import lr_at, make_optimizer, step_if
-from training.runtime import Runtime
+from training.runtime import Runtime, crash_if_asked
 from training.settings import fixed_on_resume, save_config, upgrade
 from utils.atomic import atomic_save, atomic_write, check_writable, hold_lock
 from utils.cores import loader_workers, pick_threads, process_cores
@@ -332,6 +332,7 @@ def train_epochs(job: Job, config: Settings, runtime: Runtime, model: nn.Module,
             progress.epoch_seconds = time.perf_counter() - started
             if main and checkpoint_now:
                 save_state(job, optimizer, progress, record)
+            crash_if_asked(job.name, steps)
             pending.step_end = time.perf_counter()
         bar.close()
         progress.epoch_time.append(time.perf_counter() - started)
@@ -345,12 +346,13 @@ def train_step(job: Job, model: nn.Module, optimizer: torch.optim.Optimizer, bat
                runtime: Runtime, good: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One optimiser step, applied only while every loss so far was finite, without reading the device.
 
-    The loss is computed in fp32 outside autocast. `good` (a device scalar, 1 or 0) is multiplied
-    by this step's finite flag, agreed across ranks; the host reads it at the next Pending.read.
+    The loss is computed outside autocast, in the batch's precision (float64 in the trajectory tests). `good`
+    (a device scalar, 1 or 0) is multiplied by this step's finite flag, agreed across ranks; the host reads it
+    at the next Pending.read.
     """
     with autocast(runtime.device, amp):
         out = job.forward(model, batch)
-    terms = job.loss(out.float(), batch)
+    terms = job.loss(out.to(batch[0].dtype), batch)
     finite = torch.isfinite(terms["total"].detach()).float()
     if runtime.distributed:  # every rank skips, and later stops, together
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
