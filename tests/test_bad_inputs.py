@@ -27,6 +27,7 @@ from inference.files import fuse_gray
 from net.config import ConfigError, ModelConfig
 from net.encoder import Encoder
 from net.model import CrossFuse
+from tests.scripts import Result, run_script
 from tests.tiny import ENCODER, FUSION, train_args
 from training.stages import END_TO_END, encoder_widths, fusion_job
 from utils.atomic import atomic_save
@@ -36,13 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [*ENCODER, *FUSION]
 
 
-def run(script: str, *argv: str, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
-    def limit() -> None:  # a "full disk": writes past limit_bytes fail with EFBIG
+def run(script: str, *argv: str, limit_bytes: int | None = None) -> Result | subprocess.CompletedProcess:
+    """The script in this process; with limit_bytes in a process of its own whose writes past that size fail
+    with EFBIG (a "full disk")."""
+    if limit_bytes is None:
+        return run_script(script, *argv)
+
+    def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     return subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          preexec_fn=limit if limit_bytes else None)
+                          preexec_fn=limit)
 
 
 def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -2,8 +2,6 @@
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from dataio.pairs import find_pairs
 from evaluation.metric_profiles import get_profile, score
 from evaluation.metrics import METRICS, score_pair
 from evaluation.scoring import score_folder
+from tests.scripts import Result, run_script
 from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +47,8 @@ def data(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "evaluate.py"), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+def cli(*args: str) -> Result:
+    return run_script("evaluate.py", *args)
 
 
 # --- library functions ----------------------------------------------------------------------------
@@ -228,7 +226,7 @@ def test_cli_reports_unpaired_sources_and_mismatched_size(data):
     assert out.stdout.splitlines()[2].split()[:2] == ["mean", "2"]
 
 
-def assert_one_line_error(out: subprocess.CompletedProcess, text: str) -> None:
+def assert_one_line_error(out: Result, text: str) -> None:
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]

@@ -12,6 +12,7 @@ import fuse
 from formats.checkpoint import save_model
 from net.config import ModelConfig
 from net.model import CrossFuse
+from tests.scripts import Result, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(shallow=4, growth=4, deep=8, decoder=8, tile=4, patch=2, heads=2, mlp_ratio=2)
@@ -80,8 +81,8 @@ def test_colour_output_keeps_visible_chroma(tiny_model, tmp_path):
     assert np.median(np.abs(out[..., 1:] - src[..., 1:])) <= 1
 
 
-def run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "fuse.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def run(*argv: str) -> Result:
+    return run_script("fuse.py", *argv)
 
 
 def test_errors_are_one_clear_line(tiny_model, tmp_path):

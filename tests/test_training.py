@@ -24,6 +24,7 @@ from formats.checkpoint import load_crossfuse, read_checkpoint
 from net.encoder import AutoEncoder
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
+from tests.scripts import Result, run_script
 from tests.test_model import TINY
 from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
@@ -101,9 +102,14 @@ def test_end_to_end_first_step_matches_reference(vectors, reference_dir):
 
 # ------------------------------------------------------------------------------ pipelines and files
 
-def run_script(script: str, argv: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, **kw)
+def run(script: str, argv: list[str]) -> Result:
+    return run_script(script, *argv)
+
+
+def run_process(script: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
+    """A script in a process of its own: for a run that is to be killed."""
+    return subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          **kw)
 
 
 @pytest.fixture(scope="module")
@@ -175,18 +181,18 @@ def test_overrides_are_typed_and_checked():
 
 
 def test_missing_dataset_points_at_demo(tmp_path):
-    result = run_script("train_end_to_end.py", [f"--dataset={tmp_path / 'nope'}", f"--out_root={tmp_path}"])
+    result = run("train_end_to_end.py", [f"--dataset={tmp_path / 'nope'}", f"--out_root={tmp_path}"])
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "dataset not found" in result.stderr and "--demo" in result.stderr
 
 
 def test_unknown_setting_is_one_line(tmp_path):
-    result = run_script("train_fusion.py", ["--epocs=3"])
+    result = run("train_fusion.py", ["--epocs=3"])
     assert result.returncode == 2 and result.stderr.strip() == "error: --epocs: unknown setting; did you mean --epochs?"
 
 
 def test_stage2_without_stage1_says_what_to_run(data, tmp_path):
-    result = run_script("train_fusion.py", args(data, tmp_path))
+    result = run("train_fusion.py", args(data, tmp_path))
     assert result.returncode == 2 and "run train_autoencoder.py first" in result.stderr
 
 
@@ -222,14 +228,14 @@ def test_resume_after_sigkill_gives_identical_losses(data, tmp_path):
     resumes from the checkpoint and ends exactly as an uninterrupted one."""
     common = [*ENCODER, *FUSION, "--epochs=4", "--checkpoint_every=2", "--image_size=48"]
     straight = tmp_path / "straight"
-    assert run_script("train_end_to_end.py", args(data, straight, *common)).returncode == 0
+    assert run("train_end_to_end.py", args(data, straight, *common)).returncode == 0
     killed = tmp_path / "killed"
-    crashed = run_script("train_end_to_end.py", args(data, killed, *common),
-                         env={**os.environ, KILL_AT: "end_to_end:5"})
+    crashed = run_process("train_end_to_end.py", args(data, killed, *common),
+                          env={**os.environ, KILL_AT: "end_to_end:5"})
     assert crashed.returncode == -signal.SIGKILL
     interrupted = torch.load(killed / "end_to_end" / "training_state_end_to_end.pt", weights_only=False)["progress"]
     assert (interrupted["epoch"], interrupted["batch"]) == (1, 1)
-    resumed = run_script("train_end_to_end.py", args(data, killed, *common, "--resume"))
+    resumed = run("train_end_to_end.py", args(data, killed, *common, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming end_to_end" in resumed.stdout
     a = scipy.io.loadmat(straight / "end_to_end/loss/loss_data_end_to_end_e3.mat")
