@@ -15,7 +15,7 @@ demo: .venv/.installed
 
 test: .venv/.installed
 	.venv/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

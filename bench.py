@@ -10,6 +10,7 @@ training sections run as fp32, bf16 autocast (amp) and torch.compile variants.
     python bench.py --quick --json o.json  # tiny sizes, one repeat (what the tests run)
     python bench.py --data DIR           # RoadScene for the data section (default ../shared/data/roadscene)
     python bench.py --sections fusion --fusion-sizes 1024x1024,2048x2048   # 1 and 4 MP only
+    python bench.py --plan [--batch=8 --image_size=256 ...]   # a GPU plan: memory, FLOPs, hours per GPU
 
 The training rows time the trainer's own step (training.trainer.train_step with its optimiser, loss
 functions and the settings of the args files), so an AMP row measures the step training runs.
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.plan import format_plan, plan
 from benchmarks.sections import measure_ceiling, measure_data, measure_fusion, measure_load, measure_training
 from benchmarks.timing import BenchSettings, in_fresh_process, isolated
 from cli.entry import run_main
@@ -174,7 +176,8 @@ def check_finite(results: dict) -> None:
     walk(results)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """bench.py's options, and the --key=value settings left over for --plan."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -188,7 +191,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=ROADSCENE,
                    help="RoadScene folder (ir/, vi/) for the data section; skipped when absent (default %(default)s)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default %(default)s)")
-    return p.parse_args(argv)
+    p.add_argument("--plan", action="store_true",
+                   help="instead of timing: per stage the memory and FLOPs of a training step at the args files' batch "
+                        "and image size (any --key=value of an args file applies), and for named GPUs whether it "
+                        "fits and how long the schedule takes (seconds, no GPU needed)")
+    return p.parse_known_args(argv)
 
 
 def split_choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -215,7 +222,15 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, settings_argv = parse_args(argv)
+    if args.plan:
+        rows = plan(settings_argv)
+        print(format_plan(rows))
+        if args.json:
+            atomic_write(args.json, lambda temp: temp.write_text(json.dumps({"plan": rows}, indent=1)))
+        return 0
+    if settings_argv:
+        raise CrossFuseError(f"{' '.join(settings_argv)}: not a bench.py option (args-file settings go with --plan)")
     device = pick_device(args.device)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if repeats < 1 or args.threads < 1:

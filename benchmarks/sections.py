@@ -28,6 +28,7 @@ from benchmarks.timing import (
 from net.model import CrossFuse
 from training.optim import make_optimizer
 from training.runtime import Runtime
+from training.settings import read_settings
 from training.stages import STAGES
 from training.trainer import Job, train_step
 from utils.device import autocast, to_device
@@ -83,12 +84,12 @@ class TrainingStep(NamedTuple):
     model: torch.nn.Module  # the eager model the steps train
 
 
-def stage_job(stage: str) -> tuple[Job, Any]:
+def stage_job(stage: str, argv: list[str] | None = None) -> tuple[Job, Any]:
     """The model, forward and loss a training script builds for `stage` (training.stages), with its args
-    file's settings; stage 2's encoders are random and frozen. The dataset and outputs are left out: the
-    step is fed a fixed random batch and saves nothing."""
+    file's settings and argv's --key=value; stage 2's encoders are random and frozen. The dataset and
+    outputs are left out: the step is fed a fixed random batch and saves nothing."""
     entry = STAGES[stage]
-    config = entry.args()
+    config = read_settings(entry.args, argv or [])
     job = Job(name=stage, title=stage, out_dir=Path(), model=entry.build(config, []).train(), dataset=[],
               forward=entry.forward, loss=entry.loss(config), save_models=lambda m, epoch: [])
     return job, config
