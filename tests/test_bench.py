@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import bench
 from benchmarks import plan, sections, timing
 from tests.conftest import ROOT
+from tests.tiny import ENCODER, FUSION
 from utils.device import autocast, to_device
 from utils.errors import CrossFuseError
 
@@ -128,20 +129,25 @@ def test_fusion_measurement_runs_every_variant_on_cpu():
         assert row["variant"] == variant and positive(row["seconds"]) and positive(row["flops"])
 
 
-def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch(capsys):
+def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch():
     """bench.py --plan: a step at the args files' settings, measured without data; the parts add up to the
     peak, activations grow with the batch while the FLOPs per pair and the weights do not."""
-    small, large = (plan.plan([f"--batch={b}", "--image_size=64", "--epochs=2", "--train_num=10"]) for b in (2, 4))
-    assert [r["stage"] for r in small] == ["stage1", "stage2", "end_to_end"]
-    for a, b in zip(small, large, strict=True):
+    narrow = [*ENCODER, *FUSION, "--image_size=64", "--epochs=2", "--train_num=10"]
+    rows = plan.plan(["--batch=2", *narrow])
+    assert [r["stage"] for r in rows] == ["stage1", "stage2", "end_to_end"]
+    for row in rows:
         parts = ("weights", "gradient", "optimizer", "input", "activation")
-        assert sum(a[f"{k}_bytes"] for k in parts) == a["peak_bytes"] and a["activation_bytes"] > 0
-        assert b["activation_bytes"] > a["activation_bytes"] and b["weights_bytes"] == a["weights_bytes"]
-        assert b["forward_flops_per_pair"] == a["forward_flops_per_pair"] > 0 and a["backward_flops_per_pair"] > 0
-        assert 0 < a["optimizer_bytes"] - 2 * 4 * a["trainable"] < 4096  # Adam's two fp32 moments, its step counts
-    assert small[0]["pairs_per_epoch"] == 20 and small[1]["trainable"] < small[1]["parameters"]  # frozen encoders
-    assert bench.main(["--plan", "--batch=2", "--image_size=64"]) == 0
-    out = capsys.readouterr().out
-    assert "end_to_end: batch 2 at 64 px" in out and "A100 80GB" in out and "the seed says 5-8 GB" in out
+        assert sum(row[f"{k}_bytes"] for k in parts) == row["peak_bytes"] and row["activation_bytes"] > 0
+        assert row["forward_flops_per_pair"] > 0 and row["backward_flops_per_pair"] > 0
+        assert 0 < row["optimizer_bytes"] - 2 * 4 * row["trainable"] < 4096  # Adam's two fp32 moments, step counts
+    assert rows[0]["pairs_per_epoch"] == 20 and rows[1]["trainable"] < rows[1]["parameters"]  # frozen encoders
+    a, b = rows[2], plan.plan_stage("end_to_end", ["--batch=4", *narrow])
+    assert b["activation_bytes"] > a["activation_bytes"] and b["weights_bytes"] == a["weights_bytes"]
+    assert b["forward_flops_per_pair"] == a["forward_flops_per_pair"]
+    text = plan.format_plan(rows)
+    assert "end_to_end: batch 2 at 64 px, 2 epochs of 10 pairs" in text and "A100 80GB" in text
+    assert "the seed says 5-8 GB" in text
     with pytest.raises(CrossFuseError, match="--plan --bogus=1: not a --key=value setting"):
         bench.main(["--plan", "--bogus=1"])
+    with pytest.raises(CrossFuseError, match="--batch=3: not a bench.py option"):
+        bench.main(["--batch=3"])
