@@ -65,7 +65,7 @@ class EndToEnd(Settings):
     # run
     out_root = "models"  # the run's files land in out_root/end_to_end (models/README.md)
     device = "auto"  # auto, cpu, cuda or cuda:N
-    amp = False  # bf16 autocast on CUDA
+    amp = False  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX)
     compile = False  # torch.compile the model
     seed = 0
     log_every = 10  # a log line every N batches

@@ -34,7 +34,7 @@ from benchmarks.sections import measure_ceiling, measure_data, measure_fusion, m
 from benchmarks.timing import BenchSettings, in_fresh_process, isolated
 from cli.entry import run_main
 from utils.atomic import atomic_write
-from utils.device import pick_device
+from utils.device import native_bf16, pick_device
 from utils.errors import CrossFuseError
 from utils.tables import format_table
 
@@ -50,8 +50,11 @@ QUICK_FUSION_SIZES = ((64, 64), (96, 128))
 
 
 def default_variants(device: torch.device) -> list[str]:
-    """All three on CUDA; on the CPU autocast is a no-op and compiling is not what is measured."""
-    return list(VARIANTS) if device.type == "cuda" else ["fp32"]
+    """All three on CUDA; on the CPU fp32, and bf16 autocast where the CPU has it natively (compiling is not
+    what is measured there)."""
+    if device.type == "cuda":
+        return list(VARIANTS)
+    return ["fp32", "amp"] if native_bf16(device) else ["fp32"]
 
 
 def run(settings: BenchSettings, sections: list[str], variants: list[str], data: Path = ROADSCENE,

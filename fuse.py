@@ -25,7 +25,7 @@ from formats.checkpoint import find_reference, find_trained, load_crossfuse
 from inference.files import fuse_pair
 from net.model import CrossFuse
 from utils.atomic import check_writable
-from utils.device import pick_device
+from utils.device import amp_note, pick_device
 from utils.errors import CrossFuseError
 
 
@@ -70,7 +70,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--vi-encoder", type=Path, help="VIS encoder/autoencoder checkpoint")
     parser.add_argument("--gray", action="store_true", help="write the fused luma only")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast on CUDA and on CPUs with native bf16 (about 2x faster on those CPUs)")
     parser.add_argument("--allow-other-modality", action="store_true",
                         help="accept an encoder file recorded for the other modality (swapped on purpose)")
     parser.add_argument("--same-size", action="store_true",
@@ -81,6 +82,8 @@ def main(argv: list[str]) -> int:
     for folder in sorted({target.parent for _, target in jobs}):
         check_writable(folder)
     model = load_model(args).to(device)
+    if note := amp_note(device, args.amp):
+        print(note, file=sys.stderr)
     for path in unpaired:
         print(f"warning: no partner for {path}", file=sys.stderr)
     resized = sum(differ_in_size(pair) for pair, _ in jobs) if not args.same_size else 0

@@ -15,7 +15,7 @@ import bench
 from benchmarks import plan, sections, timing
 from tests.conftest import ROOT
 from tests.tiny import ENCODER, FUSION
-from utils.device import autocast, to_device
+from utils.device import amp_note, autocast, to_device
 from utils.errors import CrossFuseError
 
 QUICK = timing.BenchSettings(device="cpu", threads=2, repeats=1, quick=True)
@@ -27,7 +27,8 @@ def positive(value: float) -> bool:
 
 def test_quick_run_writes_complete_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--device", "cpu", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--device", "cpu", "--variants", "fp32", "--json",
+                           str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)  # a shared, loaded machine
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fusion (1 pair)" in proc.stdout and "training step" in proc.stdout
@@ -87,18 +88,26 @@ def test_cpu_flash_attention_flops_are_counted():
     assert both == forward + 5 * (2 * 2 * 4 * 16 * 16 * 8)
 
 
-def test_autocast_is_a_no_op_on_cpu():
-    """--amp asks for bf16 autocast on CUDA only: on the CPU the model computes in fp32 unchanged."""
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_on_the_cpu_is_bf16_where_native_and_fp32_with_a_note_elsewhere(monkeypatch, native):
+    """--amp takes bf16 autocast on a CPU with native bf16 (AVX-512 BF16 or AMX); on another CPU, which would
+    emulate bf16 slower than fp32, the model computes in fp32 unchanged and one line says so."""
     from net.model import CrossFuse
     from tests.test_model import TINY, images
 
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    cpu = torch.device("cpu")
     model = CrossFuse(TINY).eval()
     ir, vi = images(40, 48)
     with torch.no_grad():
         plain = model(ir, vi)
-        with autocast(torch.device("cpu"), True):
+        with autocast(cpu, True):
             amp = model(ir, vi)
-    assert amp.dtype == torch.float32 and torch.equal(plain, amp)
+    assert amp.shape == plain.shape and torch.equal(plain, amp) != native
+    assert (amp - plain).abs().max() < 8  # grey levels: bf16 keeps about 3 significant digits
+    assert (amp_note(cpu, True) is None) == native and amp_note(cpu, False) is None
+    assert bench.default_variants(cpu) == (["fp32", "amp"] if native else ["fp32"])
 
 
 def test_host_batches_move_to_the_device_unchanged():

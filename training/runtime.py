@@ -1,13 +1,14 @@
 """Where a training run executes: one process, or one of several started by torchrun (DDP)."""
 import os
 import signal
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from training.settings import format_config
-from utils.device import pick_device
+from utils.device import amp_note, pick_device
 from utils.settings import Settings
 
 
@@ -58,3 +59,5 @@ def announce(title: str, config: Settings, runtime: Runtime) -> None:
         processes = f" x {runtime.world} process{'es' if runtime.world > 1 else ''} (DDP)"
         print(f"{title} on {runtime.device}" + (processes if runtime.distributed else ""))
         print(format_config(config.as_dict()))
+        if note := amp_note(runtime.device, config.amp):
+            print(note, file=sys.stderr)

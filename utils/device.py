@@ -49,10 +49,25 @@ def keep_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, 2**30)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: CUDA, or a CPU with AVX-512 BF16 or AMX (elsewhere the CPU
+    emulates bf16, slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def amp_note(device: torch.device, amp: bool) -> str | None:
+    """The one line to print when --amp cannot take effect on this device, else None."""
+    if amp and not native_bf16(device):
+        return f"note: --amp runs fp32 here: {device.type} has no native bf16 (AVX-512 BF16 or AMX on a CPU)"
+    return None
+
+
 def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked for on CUDA; a no-op otherwise (fp32 on the CPU)."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast when asked for where the device computes bf16 natively; a no-op otherwise (fp32)."""
+    if amp and native_bf16(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
