@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from args_two_stage import Stage1
+from benchmarks.plan import plan_stage
 from checks.rows import Context, Row, error_line, first_line, guarded, relative_difference
 from formats import run_layout
 from formats.checkpoint import save_model
@@ -160,8 +161,10 @@ def tensorboard_installed() -> bool:
 
 def real_run_rows(stage: Stage, context: Context) -> Iterator[Row]:
     """A stage trained on RoadScene for most of its time: pairs per second (epochs after the first, which
-    warms up) and the peak GPU memory beside the seed's claims; for end-to-end the hours that throughput
-    gives for the seed's 32 epochs of 20,000 pairs, and its TensorBoard events."""
+    warms up) and the peak GPU memory beside the seed's claims and bench.py --plan's figures (its live-tensor
+    peak is what max_memory_allocated measures; its FLOPs per pair turn the rate into TFLOP/s achieved); for
+    end-to-end the hours that throughput gives for the seed's 32 epochs of 20,000 pairs, and its TensorBoard
+    events."""
     out = Path(context.work) / f"run_{stage.name}"
     board = stage is END_TO_END and tensorboard_installed()
 
@@ -185,6 +188,10 @@ def real_run_rows(stage: Stage, context: Context) -> Iterator[Row]:
             hours = SEED_EPOCHS * SEED_PAIRS / rate / 3600
             figure += f": {SEED_EPOCHS} x {SEED_PAIRS:,} pairs in {hours:.2f} h (seed: {SEED_HOURS} h)"
         figure += f"; peak {peak:.1f} GiB (seed: {SEED_MEMORY_GB[stage.name]} GB)"
+        planned = plan_stage(stage.name, ["--batch=8", "--image_size=256"])  # bench.py --plan, for this run
+        flops = planned["forward_flops_per_pair"] + planned["backward_flops_per_pair"]
+        figure += (f"; plan: {planned['peak_bytes'] / 2**30:.1f} GiB of live tensors, "
+                   f"{rate * flops / 1e12:.1f} TFLOP/s achieved")
         return logged and peak > 0, figure + ("" if logged else "; the log line lacks pairs/s or GPU peak")
 
     yield guarded(f"real run {stage.name}", check)
