@@ -26,12 +26,13 @@ from args_end_to_end import EndToEnd
 from args_two_stage import Stage2
 from cli.entry import run_main
 from dataio.pairs import Pair, find_pairs
-from evaluation import analysis, comparison_report, guards, metric_profiles, report_plots, stats
-from evaluation.metric_profiles import SUITE, higher_is_better
+from evaluation import analysis, comparison_report, guards, report_plots, stats
 from evaluation.reports import json_ready, write_text
 from evaluation.runs import Run, reference_run, runs_in, study_arms
 from evaluation.scoring import Scorer, approach_scores, rule_scores, usable_metrics
 from inference.files import fuse_gray, read_pair
+from metrics import profiles
+from metrics.profiles import SUITE, higher_is_better
 from training.stages import END_TO_END, END_TO_END_ARM, STAGE2, TWO_STAGE_ARM
 from utils.atomic import check_writable
 from utils.device import pick_device
@@ -95,7 +96,7 @@ def compare(args: argparse.Namespace) -> dict:
     trained = {a: group for a, group in runs.items() if group[0].log is not None}
     pairs, source = find_test_pairs(args, [r for group in runs.values() for r in group])
     sources = [read_pair(p) for p in pairs]
-    profile = metric_profiles.get_profile(args.profile)
+    profile = profiles.get_profile(args.profile)
     metrics, skipped = usable_metrics(sources, profile)
     scorer = Scorer(pairs, sources, metrics, device, profile)
     names = [p.name for p in pairs]
@@ -229,9 +230,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--profile", default=SUITE.name, help="metric definitions and names: this suite's (default) or "
-                        f"a toolbox's, one of {', '.join(metric_profiles.PROFILES)} (see evaluate.py)")
+                        f"a toolbox's, one of {', '.join(profiles.PROFILES)} (see evaluate.py)")
     args = parser.parse_args(argv)
-    metric_profiles.get_profile(args.profile)
+    profiles.get_profile(args.profile)
     if args.study and args.run:
         parser.error("give --study or --run, not both")
     if args.demo:

@@ -29,8 +29,8 @@ import torch
 import compare_training_approaches
 from cli.entry import run_main
 from dataio.demo_data import make_demo_dataset
-from evaluation.metric_profiles import get_profile
 from formats.run_layout import STUDY_REPORT
+from metrics.profiles import get_profile
 from studies.plan import check_overrides, plan, select
 from studies.scheduler import train_all, train_locked
 from studies.slurm import write_slurm

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from dataio.demo_data import make_demo_dataset
+from metrics.core import MetricError
 from training.board import writer_class
 from training.settings import S, help_text, read_settings
 from utils.device import keep_freed_memory
@@ -33,11 +34,12 @@ def settings(args_class: type[S], argv: list[str], doc: str) -> S:
 
 def run_main(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None,
              interrupted: str = "interrupted") -> int:
-    """Run an entry point's main(argv): its return code, or 2 with one line for a CrossFuseError."""
+    """Run an entry point's main(argv): its return code, or 2 with one line for a CrossFuseError
+    or a MetricError."""
     keep_freed_memory()
     try:
         return main(list(sys.argv[1:] if argv is None else argv)) or 0
-    except CrossFuseError as e:
+    except (CrossFuseError, MetricError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

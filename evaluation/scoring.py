@@ -17,10 +17,12 @@ from tqdm import tqdm
 from dataio.datasets import to_ir_size
 from dataio.images import is_image_file, read_gray, write_gray
 from dataio.pairs import Pair
+from dataio.toolbox_readers import read_as
 from evaluation.guards import image_flags, reference_fusions
-from evaluation.metric_profiles import SUITE, Profile, score
 from evaluation.runs import Run
 from inference.files import fuse_gray
+from metrics.core import MetricError
+from metrics.profiles import SUITE, Profile, score
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
 
@@ -126,12 +128,12 @@ def score_folder(fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] 
             missing.append(f"{pair.name} (several fused images)")
             continue
         try:
-            f, a, b = (profile.read(path) for path in (candidates[0], pair.ir, pair.vi))
+            f, a, b = (read_as(profile.reader, path) for path in (candidates[0], pair.ir, pair.vi))
             resized += a.shape != b.shape
             per_image[pair.name] = score(profile, f, a, to_ir_size(a, b), metrics, label=str(candidates[0]))
             ir = read_gray(pair.ir)
             raised = image_flags(read_gray(candidates[0]), ir, to_ir_size(ir, read_gray(pair.vi)))
-        except CrossFuseError as err:
+        except (CrossFuseError, MetricError) as err:
             problems.append(str(err))
             missing.append(f"{pair.name} (fused image could not be scored)")
             continue

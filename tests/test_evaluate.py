@@ -12,9 +12,9 @@ from PIL import Image
 
 import evaluate
 from dataio.pairs import find_pairs
-from evaluation.metric_profiles import get_profile, score
-from evaluation.metrics import METRICS, score_pair
 from evaluation.scoring import score_folder
+from metrics.core import METRICS, score_pair
+from metrics.profiles import get_profile, score
 from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -75,3 +75,10 @@ def test_net_imports_only_torch_the_standard_library_and_itself():
     offenders = {f"{path.relative_to(ROOT)}: {name}" for path in suite_units()["net"]
                  for name in imported(path) if name not in allowed}
     assert not offenders, "net/ imports " + ", ".join(sorted(offenders))
+
+
+def test_metrics_imports_only_numpy_scipy_torch_the_standard_library_and_itself():
+    allowed = {"numpy", "scipy", "torch", "metrics", "__future__", *sys.stdlib_module_names}
+    offenders = {f"{path.relative_to(ROOT)}: {name}" for path in suite_units()["metrics"]
+                 for name in imported(path) if name not in allowed}
+    assert not offenders, "metrics/ imports " + ", ".join(sorted(offenders))
