@@ -27,9 +27,10 @@ from args_two_stage import Stage2
 from cli.entry import run_main
 from dataio.pairs import Pair, find_pairs
 from evaluation import analysis, comparison_report, guards, report_plots, stats
+from evaluation.folder_scores import rule_scores, usable_metrics
 from evaluation.reports import json_ready, write_text
 from evaluation.runs import Run, reference_run, runs_in, study_arms
-from evaluation.scoring import Scorer, approach_scores, rule_scores, usable_metrics
+from evaluation.scoring import Scorer, approach_scores
 from inference.files import fuse_gray, read_pair
 from metrics import profiles
 from metrics.profiles import SUITE, higher_is_better

@@ -33,8 +33,8 @@ from cli.entry import run_main
 from dataio.datasets import to_ir_size
 from dataio.pairs import Pair, find_pairs
 from dataio.toolbox_readers import read_as
+from evaluation.folder_scores import rule_scores, score_folder
 from evaluation.reports import csv_text, json_ready, latex_escape, latex_table, write_text
-from evaluation.scoring import rule_scores, score_folder
 from metrics.profiles import PROFILES, SUITE, Profile, get_profile
 from utils.atomic import check_output_file
 from utils.errors import CrossFuseError

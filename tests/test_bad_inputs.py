@@ -19,7 +19,7 @@ from PIL import Image
 
 import train_end_to_end
 from args_end_to_end import EndToEnd
-from cli.entry import settings
+from cli.training_start import settings
 from dataio.datasets import ImageTransform, PairDataset, make_loader
 from dataio.pairs import find_pairs
 from formats.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model

@@ -12,7 +12,7 @@ from PIL import Image
 
 import evaluate
 from dataio.pairs import find_pairs
-from evaluation.scoring import score_folder
+from evaluation.folder_scores import score_folder
 from metrics.core import METRICS, score_pair
 from metrics.profiles import get_profile, score
 from utils.errors import CrossFuseError

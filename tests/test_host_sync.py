@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1
 from checks.device_steps import Images, SquaredError
-from cli.entry import settings
+from cli.training_start import settings
 from dataio.datasets import make_loader
 from net.encoder import AutoEncoder
 from net.model import CrossFuse

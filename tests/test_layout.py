@@ -4,6 +4,7 @@ only torch, the standard library and itself.
     python -m pytest tests/test_layout.py
 """
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,3 +83,10 @@ def test_metrics_imports_only_numpy_scipy_torch_the_standard_library_and_itself(
     offenders = {f"{path.relative_to(ROOT)}: {name}" for path in suite_units()["metrics"]
                  for name in imported(path) if name not in allowed}
     assert not offenders, "metrics/ imports " + ", ".join(sorted(offenders))
+
+
+def test_scoring_a_folder_does_not_import_the_training_stack():
+    """evaluate.py's folder scoring needs the metrics and the image readers only."""
+    code = "import sys, evaluate; print(sorted({m.split('.')[0] for m in sys.modules} & {'training', 'studies'}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"evaluate.py imports {out.strip()}"

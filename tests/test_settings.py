@@ -8,7 +8,7 @@ import args_end_to_end
 import args_two_stage
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from cli.entry import settings
+from cli.training_start import settings
 from net.config import ModelConfig
 from training.settings import SETTINGS, compared_between_arms, fixed_on_resume, set_by_study, upgrade
 from training.stages import STAGES

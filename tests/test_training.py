@@ -17,7 +17,8 @@ import train_end_to_end
 import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from cli.entry import run_main, settings
+from cli.entry import run_main
+from cli.training_start import settings
 from evaluation.runs import load_run
 from formats import run_layout
 from formats.checkpoint import load_crossfuse, read_checkpoint
