@@ -8,11 +8,10 @@ import sys
 
 import torch
 
-from checks import device_runs
+from checks import device_runs, gpu_check
 from checks.device_steps import guard_rows, step_rows
 from checks.groups import GROUPS, Group
 from checks.rows import Context, Row, error_line, guarded, relative_difference
-from cli import gpu_check
 from tests.conftest import ROOT
 from training.stages import END_TO_END
 
@@ -20,7 +19,7 @@ CPU = torch.device("cpu")
 
 
 def check(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.gpu_check", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "checks.gpu_check", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, **env})
 
 
