@@ -9,7 +9,7 @@ OUTPUT_NORMS = ("minmax", "standard", "rule")
 
 class ConfigError(ValueError):
     """Settings that cannot build the network. Defined here so net/ depends on torch only; the
-    suite's readers of settings and files (training.config, formats) re-raise it as their one-line error."""
+    suite's readers of settings and files (training.settings, formats) re-raise it as their one-line error."""
 
 
 @dataclass(frozen=True)

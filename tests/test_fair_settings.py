@@ -11,8 +11,8 @@ from net.layers import box_mean_3x3, brighter_source
 from net.model import CrossFuse, output_stats, standardise_pair
 from training.optim import lr_at
 from training.presets import DEMO, PRESETS, STUDY_DEMO
+from utils.args_base import defaults
 from utils.errors import CrossFuseError
-from utils.settings import defaults
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)
 

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from net.config import FEATURE_NORMS, OUTPUT_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from training.presets import DEMO, PRESETS, overrides
+from utils.args_base import Settings, defaults
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
-from utils.settings import Settings, defaults
 
 S = TypeVar("S", bound=Settings)
 Check = tuple[Callable[[Any, dict[str, Any]], bool], str]  # (is_allowed(value, all values), what is allowed)

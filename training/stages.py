@@ -26,8 +26,8 @@ from net.model import CrossFuse, FusionNet
 from training.losses import fusion_loss, reconstruction_loss
 from training.settings import model_config
 from training.trainer import Batch, Job, LossFn, TestHook
+from utils.args_base import Settings
 from utils.errors import CrossFuseError
-from utils.settings import Settings
 
 MODALITIES = run_layout.MODALITIES
 

@@ -1,6 +1,6 @@
 """The one training loop behind train_autoencoder.py, train_fusion.py and train_end_to_end.py.
 
-A script describes what differs (a Job: model, forward, loss, what to save; training/jobs.py builds
+A script describes what differs (a Job: model, forward, loss, what to save; training/stages.py builds
 them); this module does the rest the same way for all three: Adam with the reference's weight decay,
 the lr schedule, AMP, torch.compile, DDP, logging, per-epoch `.model`/`.mat`/PNG outputs, and an
 atomic training-state checkpoint that a run killed at any moment resumes from, step for step.
@@ -30,12 +30,12 @@ from training.board import Board, board_dir
 from training.optim import lr_at, make_optimizer, step_if
 from training.runtime import Runtime, crash_if_asked
 from training.settings import fixed_on_resume, save_config, upgrade
+from utils.args_base import Settings
 from utils.atomic import atomic_save, atomic_write, check_writable, hold_lock
 from utils.cores import loader_workers, pick_threads, process_cores
 from utils.device import autocast, peak_memory, to_device
 from utils.errors import CrossFuseError
 from utils.provenance import code_version, machine
-from utils.settings import Settings
 from utils.tables import duration
 
 Batch = tuple[torch.Tensor, ...]
