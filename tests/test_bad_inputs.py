@@ -357,3 +357,9 @@ def test_uniform_inputs_fuse_flat(size):
     fused = fuse_gray(model, textured, vi, torch.device("cpu"))
     if min(size) >= 48:  # smaller images are padded, stretched, then cropped (as the reference would)
         assert fused.min() == 0 and fused.max() == 255
+
+
+def test_model_config_refuses_a_key_it_does_not_know_in_one_line():
+    with pytest.raises(ConfigError, match="unknown model setting.*cross_dept") as info:
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "cross_dept": 2})
+    assert "\n" not in str(info.value)
