@@ -28,12 +28,14 @@ from tests.reference_models import reference_parts
 from tests.test_model import TINY
 from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
+from training.job import Job
 from training.msssim import ValidFilter
 from training.optim import make_optimizer
+from training.resume import state_path
 from training.runtime import KILL_AT, Runtime
 from training.settings import parse_overrides
 from training.stages import END_TO_END, STAGE2, fusion_forward, fusion_job, fusion_loss_fn, reconstruction_loss_fn
-from training.trainer import Job, state_path, train, train_step
+from training.trainer import train, train_step
 from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parents[1]
