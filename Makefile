@@ -25,4 +25,4 @@ bench: .venv/.installed
 
 # make gpu-check [DRY=1] [DATA=DIR]: validates a GPU machine in under 8 minutes (docs/gpu.md)
 gpu-check:
-	$(PYTHON) -m cli.gpu_check $(if $(DRY),--dry-run) $(if $(DATA),--data=$(DATA))
+	$(PYTHON) -m checks.gpu_check $(if $(DRY),--dry-run) $(if $(DATA),--data=$(DATA))

@@ -8,7 +8,7 @@ reference (CrossFuse spec section 8: the end-to-end fork's cosine schedule and l
 temperature). `--preset=NAME` replaces the values training/presets.py lists for it (`--help` shows
 them); the comparison's report names every setting in which the arms were not trained alike.
 """
-from utils.settings import Settings
+from utils.args_base import Settings
 
 
 class EndToEnd(Settings):

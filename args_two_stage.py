@@ -7,7 +7,7 @@ values, so an edit here never changes another stage. The defaults reproduce the 
 spec section 8). `--preset=NAME` replaces the values training/presets.py lists for it (`--help` shows
 them); the comparison's report names every setting in which the arms were not trained alike.
 """
-from utils.settings import Settings
+from utils.args_base import Settings
 
 
 class Stage1(Settings):

@@ -13,7 +13,7 @@ unreadable or mis-sized fused images) and every file without its counterparts is
 --allow-missing: a method's row never averages fewer images unnoticed. A VIS image of another size
 than its IR image is scored at the IR image's size, as fuse.py fuses it. The table shows per-metric
 mean and (population) standard deviation, one row per method, under the metric profile's name
-(evaluation/metric_profiles.py).
+(metrics/profiles.py).
 Every output is checked to be writable before scoring and written atomically.
 
 Metrics reward noise and grids and punish flat images, so the table always ends with the pixel-mean
@@ -32,9 +32,10 @@ import numpy as np
 from cli.entry import run_main
 from dataio.datasets import to_ir_size
 from dataio.pairs import Pair, find_pairs
-from evaluation.metric_profiles import PROFILES, SUITE, Profile, get_profile
+from dataio.toolbox_readers import read_as
+from evaluation.folder_scores import rule_scores, score_folder
 from evaluation.reports import csv_text, json_ready, latex_escape, latex_table, write_text
-from evaluation.scoring import rule_scores, score_folder
+from metrics.profiles import PROFILES, SUITE, Profile, get_profile
 from utils.atomic import check_output_file
 from utils.errors import CrossFuseError
 from utils.tables import format_table, number
@@ -152,7 +153,7 @@ def readable(pairs: Sequence[Pair], profile: Profile) -> Iterator[tuple[str, np.
     problems."""
     for pair in pairs:
         try:
-            ir, vi = profile.read(pair.ir), profile.read(pair.vi)
+            ir, vi = read_as(profile.reader, pair.ir), read_as(profile.reader, pair.vi)
         except CrossFuseError:
             continue
         yield pair.name, ir, to_ir_size(ir, vi)

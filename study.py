@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-import compare_training_approaches
 from cli.entry import run_main
 from dataio.demo_data import make_demo_dataset
-from evaluation.metric_profiles import get_profile
+from evaluation import comparison
 from formats.run_layout import STUDY_REPORT
+from metrics.profiles import get_profile
 from studies.plan import check_overrides, plan, select
 from studies.scheduler import train_all, train_locked
 from studies.slurm import write_slurm
@@ -126,7 +126,7 @@ def cli(argv: list[str]) -> int:
     print(f"study: training done in {duration(time.perf_counter() - started)}", flush=True)
     if args.no_compare or args.only:
         return 0
-    code = compare_training_approaches.main(compare_argv(args, study))
+    code = run_main(comparison.cli, compare_argv(args, study))
     print(f"study: finished in {duration(time.perf_counter() - started)}", flush=True)
     return code
 

@@ -9,7 +9,8 @@ Writes out_root/autoencoder/auto_encoder_epoch_N_{ir,vi}.model and loss/loss_dat
 import sys
 
 from args_two_stage import Stage1
-from cli.entry import INTERRUPTED, run_main, settings
+from cli.entry import run_main
+from cli.training_start import INTERRUPTED, settings
 from training.runtime import announce, start_runtime
 from training.stages import MODALITIES, stage1_job
 from training.trainer import train

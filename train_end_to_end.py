@@ -14,7 +14,8 @@ run, and its checkpoints record where the encoders came from. Log lines carry th
 import sys
 
 from args_end_to_end import EndToEnd
-from cli.entry import INTERRUPTED, run_main, settings
+from cli.entry import run_main
+from cli.training_start import INTERRUPTED, settings
 from training.runtime import announce, start_runtime
 from training.stages import END_TO_END, WARM_START, fusion_job, warm_start_files
 from training.trainer import train

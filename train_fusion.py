@@ -11,7 +11,8 @@ loss/loss_data_trans_eK.mat.
 import sys
 
 from args_two_stage import Stage2
-from cli.entry import INTERRUPTED, run_main, settings
+from cli.entry import run_main
+from cli.training_start import INTERRUPTED, settings
 from training.runtime import announce, start_runtime
 from training.stages import STAGE2, fusion_job
 from training.trainer import train

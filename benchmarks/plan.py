@@ -25,8 +25,8 @@ from training.optim import make_optimizer
 from training.runtime import Runtime
 from training.stages import STAGES
 from training.trainer import train_step
+from utils.args_base import defaults
 from utils.errors import CrossFuseError
-from utils.settings import defaults
 from utils.tables import duration, format_table
 
 GIB = 2**30

@@ -26,11 +26,12 @@ from benchmarks.timing import (
     timed,
 )
 from net.model import CrossFuse
+from training.job import Job
 from training.optim import make_optimizer
 from training.runtime import Runtime
 from training.settings import read_settings
 from training.stages import STAGES
-from training.trainer import Job, train_step
+from training.trainer import train_step
 from utils.device import autocast, to_device
 
 LOADER_BATCH = 8

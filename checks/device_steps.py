@@ -30,10 +30,11 @@ from torch.utils.data import Dataset
 from args_end_to_end import EndToEnd
 from benchmarks.sections import TrainingStep, training_step
 from checks.rows import Context, Row, first_line, guarded, relative_difference
+from training.job import Job
 from training.runtime import Runtime
 from training.settings import read_settings
 from training.stages import mean_temperature
-from training.trainer import Job, Pending, train
+from training.trainer import Pending, train
 from utils.errors import CrossFuseError
 
 CUDA = torch.device("cuda")

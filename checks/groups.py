@@ -1,5 +1,5 @@
 """The GPU check's plan: its rows in groups, each group run in a child process of its own with a time
-limit (cli/gpu_check.py), in this order; what each runs, for the dry run.
+limit (checks/gpu_check.py), in this order; what each runs, for the dry run.
 
 `cap` is the most a group may take; `floor` is kept for it whatever the groups before it take, so every
 group gets its chance inside the budget. Both are estimates for an H200 with 16 cores: compiling

@@ -9,9 +9,9 @@ from torch.utils.data import Dataset
 from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
 from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit
 from dataio.pairs import Pair, find_images, find_pairs
+from utils.args_base import Settings
 from utils.cores import loader_workers
 from utils.errors import CrossFuseError
-from utils.settings import Settings
 
 
 def _dataset_root(config: Settings) -> Path:

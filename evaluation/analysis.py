@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from evaluation import report_plots, stats
-from evaluation.metric_profiles import higher_is_better
+from evaluation.folder_scores import Scores, finite_mean
 from evaluation.runs import Run
-from evaluation.scoring import Scorer, Scores, finite_mean
+from evaluation.scoring import Scorer
 from formats.run_layout import LossLog
+from metrics.profiles import higher_is_better
 from net.encoder import Encoder, pad_small
 from net.model import CrossFuse
 from training.settings import compared_between_arms

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import report_plots, stats
-from evaluation.metric_profiles import higher_is_better
 from evaluation.reports import csv_text, latex_escape, latex_table, markdown_table, write_text
+from metrics.profiles import higher_is_better
 from utils.tables import duration, format_table, number
 
 SINGLE_RUN_NOTE = ("one run per approach: run-to-run variation (initialisation, data order) is not measured, so the "

@@ -9,7 +9,7 @@ OUTPUT_NORMS = ("minmax", "standard", "rule")
 
 class ConfigError(ValueError):
     """Settings that cannot build the network. Defined here so net/ depends on torch only; the
-    suite's readers of settings and files (training.config, formats) re-raise it as their one-line error."""
+    suite's readers of settings and files (training.settings, formats) re-raise it as their one-line error."""
 
 
 @dataclass(frozen=True)
@@ -57,5 +57,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The config of a saved or configured model; a name it does not know is refused, so a model
+        setting misspelt where the settings, the args files and this class must agree cannot pass unused."""
+        unknown = sorted(values.keys() - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown model setting(s) {', '.join(unknown)}")
+        return cls(**values)

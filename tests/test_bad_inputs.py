@@ -19,7 +19,7 @@ from PIL import Image
 
 import train_end_to_end
 from args_end_to_end import EndToEnd
-from cli.entry import settings
+from cli.training_start import settings
 from dataio.datasets import ImageTransform, PairDataset, make_loader
 from dataio.pairs import find_pairs
 from formats.checkpoint import load_crossfuse, load_encoder, read_checkpoint, save_model
@@ -363,3 +363,9 @@ def test_uniform_inputs_fuse_flat(size):
     fused = fuse_gray(model, textured, vi, torch.device("cpu"))
     if min(size) >= 48:  # smaller images are padded, stretched, then cropped (as the reference would)
         assert fused.min() == 0 and fused.max() == 255
+
+
+def test_model_config_refuses_a_key_it_does_not_know_in_one_line():
+    with pytest.raises(ConfigError, match="unknown model setting.*cross_dept") as info:
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "cross_dept": 2})
+    assert "\n" not in str(info.value)

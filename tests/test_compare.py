@@ -12,10 +12,10 @@ from dataio.images import write_gray
 from dataio.pairs import find_pairs
 from evaluation import analysis, comparison_report, scoring, stats
 from evaluation import runs as runs_module
-from evaluation.metrics import METRICS
 from formats.checkpoint import load_crossfuse, save_model
 from formats.reference import to_reference
 from inference.files import read_pair
+from metrics.core import METRICS
 from net.config import ModelConfig
 from net.encoder import AutoEncoder
 from net.model import CrossFuse, FusionNet

@@ -10,9 +10,9 @@ from PIL import Image
 
 import evaluate
 from dataio.pairs import find_pairs
-from evaluation.metric_profiles import get_profile, score
-from evaluation.metrics import METRICS, score_pair
-from evaluation.scoring import score_folder
+from evaluation.folder_scores import score_folder
+from metrics.core import METRICS, score_pair
+from metrics.profiles import get_profile, score
 from tests.scripts import Result, run_script
 from utils.errors import CrossFuseError
 

@@ -4,15 +4,15 @@ import torch
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from cli.entry import settings
+from cli.training_start import settings
 from formats.checkpoint import load_crossfuse, save_model
 from net.config import ConfigError, ModelConfig
 from net.layers import box_mean_3x3, brighter_source
 from net.model import CrossFuse, output_stats, standardise_pair
 from training.optim import lr_at
 from training.presets import DEMO, PRESETS, STUDY_DEMO
+from utils.args_base import defaults
 from utils.errors import CrossFuseError
-from utils.settings import defaults
 
 TINY = dict(shallow=4, growth=4, deep=8, decoder=8, tile=4, heads=2, mlp_ratio=2)
 

@@ -15,15 +15,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1
 from checks.device_steps import Images, SquaredError
-from cli.entry import settings
+from cli.training_start import settings
 from dataio.datasets import make_loader
 from net.encoder import AutoEncoder
 from net.model import CrossFuse
 from tests.test_model import TINY
 from training import stages, trainer
+from training.job import Job
 from training.optim import make_optimizer, step_if
 from training.runtime import Runtime
-from training.trainer import Job, train, train_step
+from training.trainer import train, train_step
 from utils.cores import free_threads, loader_workers, pick_threads, process_cores
 from utils.errors import CrossFuseError
 

@@ -4,6 +4,7 @@ only torch, the standard library and itself.
     python -m pytest tests/test_layout.py
 """
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,3 +76,30 @@ def test_net_imports_only_torch_the_standard_library_and_itself():
     offenders = {f"{path.relative_to(ROOT)}: {name}" for path in suite_units()["net"]
                  for name in imported(path) if name not in allowed}
     assert not offenders, "net/ imports " + ", ".join(sorted(offenders))
+
+
+def test_metrics_imports_only_numpy_scipy_torch_the_standard_library_and_itself():
+    allowed = {"numpy", "scipy", "torch", "metrics", "__future__", *sys.stdlib_module_names}
+    offenders = {f"{path.relative_to(ROOT)}: {name}" for path in suite_units()["metrics"]
+                 for name in imported(path) if name not in allowed}
+    assert not offenders, "metrics/ imports " + ", ".join(sorted(offenders))
+
+
+def test_scoring_a_folder_does_not_import_the_training_stack():
+    """evaluate.py's folder scoring needs the metrics and the image readers only."""
+    code = "import sys, evaluate; print(sorted({m.split('.')[0] for m in sys.modules} & {'training', 'studies'}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"evaluate.py imports {out.strip()}"
+
+
+def test_every_package_has_an_init_so_the_layout_checks_cover_it():
+    folders = {path.parent for path in ROOT.glob("*/*.py") if path.parent.name not in SKIP}
+    missing = sorted(folder.name for folder in folders if not (folder / "__init__.py").exists())
+    assert not missing, "no __init__.py in " + ", ".join(missing)
+
+
+def test_no_script_imports_another():
+    scripts = {path.stem for path in ROOT.glob("*.py") if 'if __name__ == "__main__"' in path.read_text()}
+    offenders = {f"{path.relative_to(ROOT)}: {name}" for files in suite_units().values() for path in files
+                 for name in imported(path) & scripts}
+    assert not offenders, "scripts imported as libraries: " + ", ".join(sorted(offenders))

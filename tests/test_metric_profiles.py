@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from scipy import fft
 
-from evaluation import metrics as M
-from evaluation.csf_metrics import qcb, qcv, stretch_to_255
-from evaluation.fmi import dwt2_mosaic, feature_mi, features, fmi, highpass, meyer_filter
-from evaluation.mef_ssim import mef_ssim, mef_ssim_single_scale
-from evaluation.metric_profiles import PROFILES, get_profile, read_matlab, read_opencv, score
+from dataio.toolbox_readers import READERS, read_matlab, read_opencv
+from metrics import core as M
+from metrics.core import MetricError
+from metrics.csf import qcb, qcv, stretch_to_255
+from metrics.fmi import dwt2_mosaic, feature_mi, features, fmi, highpass, meyer_filter
+from metrics.mef_ssim import mef_ssim, mef_ssim_single_scale
+from metrics.profiles import PROFILES, get_profile, score
 from tests.conftest import DATA, REFERENCE
 from utils.errors import CrossFuseError
 
@@ -56,7 +58,7 @@ class Scores:
     def images(self, profile: str, rule: str, pair: str) -> tuple[np.ndarray, ...]:
         key = ("images", profile, rule, pair)
         if key not in self.cache:
-            read = get_profile(profile).read
+            read = READERS[get_profile(profile).reader]
             a, b = read(DATA / "tno" / "ir" / f"{pair}.png"), read(DATA / "tno" / "vi" / f"{pair}.png")
             a8, b8 = a.astype(np.uint8), b.astype(np.uint8)
             # the fused images of the reference README: round half to even, or the pixel maximum
@@ -127,7 +129,7 @@ def test_readers_follow_matlab_and_opencv_luma(tmp_path):
 
 
 def test_unknown_profile_is_a_one_line_error():
-    with pytest.raises(CrossFuseError, match="unknown metric profile 'matlab'; choose from suite, vifb"):
+    with pytest.raises(MetricError, match="unknown metric profile 'matlab'; choose from suite, vifb"):
         get_profile("matlab")
     assert list(PROFILES) == ["suite", "vifb", "tang", "crossfuse", "cddfuse"]
 
@@ -139,7 +141,7 @@ def test_suite_profile_is_the_suite():
 
 def test_profile_checks_sizes_before_scoring():
     small = texture(40, 40)
-    with pytest.raises(CrossFuseError, match="too small, MS_SSIM need sides >= 44"):
+    with pytest.raises(MetricError, match="too small, MS_SSIM need sides >= 44"):
         score(get_profile("tang"), small, small, small, ["MS_SSIM"])
 
 

@@ -1,4 +1,5 @@
 """Fusion metrics against hand-computed values, limiting cases and independent implementations."""
+import doctest
 import math
 
 import numpy as np
@@ -6,8 +7,9 @@ import pytest
 from PIL import Image
 from scipy.signal import convolve2d
 
-from evaluation import metrics as M
-from utils.errors import CrossFuseError
+import metrics
+from metrics import core as M
+from metrics.core import MetricError
 
 RNG = np.random.default_rng(7)
 QMAX = 0.9994 / (1 + math.exp(-15 * 0.5)) * 0.9879 / (1 + math.exp(-22 * 0.2))
@@ -395,7 +397,7 @@ def test_score_pair_subset_and_small_images():
 )
 def test_score_pair_rejects_bad_input_with_one_line(shapes, metrics, match):
     images = [np.zeros(s, np.uint8) for s in shapes]
-    with pytest.raises(CrossFuseError, match=match) as info:
+    with pytest.raises(MetricError, match=match) as info:
         M.score_pair(*images, metrics, label="07.png")
     assert "\n" not in str(info.value)
 
@@ -416,3 +418,8 @@ def test_real_tno_pair_scores_are_plausible(shared_data):
     assert 0 < s["SSIM"] < 2 and 0 < s["MS-SSIM"] < 2
     assert 10 < s["PSNR"] < 40
     assert 0 < s["CC"] < 1
+
+
+def test_the_front_docstring_example_runs_as_it_stands():
+    result = doctest.testmod(metrics)
+    assert result.attempted and not result.failed

@@ -14,8 +14,9 @@ import train_end_to_end
 from cli.entry import run_main
 from formats import run_layout
 from tests.tiny import ENCODER, FUSION, train_args
-from training import trainer
-from training.trainer import Job, pace, steps_left
+from training import run_log
+from training.job import Job
+from training.run_log import pace, steps_left
 from utils.provenance import code_version
 
 PACE = r" - \d+\.\d (pairs|images)/s - \d+\.\d (s|min|h) left$"
@@ -33,7 +34,7 @@ def test_time_left_counts_this_epoch_the_later_ones_and_the_later_jobs():
 
 def test_pace_reads_clocks_and_on_cuda_the_allocator(monkeypatch):
     assert pace(job(), 8, 0.5, 7200, torch.device("cpu")) == "16.0 pairs/s - 1.00 h left"
-    monkeypatch.setattr(trainer, "peak_memory", lambda device: 5 * 2**30 + 2**29)  # torch.cuda's counter
+    monkeypatch.setattr(run_log, "peak_memory", lambda device: 5 * 2**30 + 2**29)  # torch.cuda's counter
     assert pace(job(), 8, 0.5, 60, torch.device("cuda")) == "16.0 pairs/s - 30.0 s left - GPU peak 5.50 GiB"
 
 

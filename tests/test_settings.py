@@ -8,12 +8,12 @@ import args_end_to_end
 import args_two_stage
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from cli.entry import settings
+from cli.training_start import settings
 from net.config import ModelConfig
 from training.settings import SETTINGS, compared_between_arms, fixed_on_resume, set_by_study, upgrade
 from training.stages import STAGES
+from utils.args_base import Settings, defaults
 from utils.errors import CrossFuseError
-from utils.settings import Settings, defaults
 
 ARGS_CLASSES = (Stage1, Stage2, EndToEnd)
 SEED_SETTINGS = {"epochs": 32, "lr": 0.001, "batch": 8, "train_num": 20000}  # the seed's README names these

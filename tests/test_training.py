@@ -17,7 +17,8 @@ import train_end_to_end
 import train_fusion
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from cli.entry import run_main, settings
+from cli.entry import run_main
+from cli.training_start import settings
 from evaluation.runs import load_run
 from formats import run_layout
 from formats.checkpoint import load_crossfuse, read_checkpoint
@@ -28,12 +29,14 @@ from tests.scripts import Result, run_script
 from tests.test_model import TINY
 from tests.tiny import ENCODER, FUSION
 from tests.tiny import train_args as args
+from training.job import Job
 from training.msssim import ValidFilter
 from training.optim import make_optimizer
+from training.resume import state_path
 from training.runtime import KILL_AT, Runtime
 from training.settings import parse_overrides
 from training.stages import END_TO_END, STAGE2, fusion_forward, fusion_job, fusion_loss_fn, reconstruction_loss_fn
-from training.trainer import Job, state_path, train, train_step
+from training.trainer import train, train_step
 from utils.errors import CrossFuseError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import torch
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
-from cli.entry import settings
+from cli.training_start import settings
 from net.model import CrossFuse
 from tests.reference_models import reference_parts
 from training import stages, trainer

@@ -5,8 +5,8 @@ import math
 import torch
 from torch import nn
 
+from utils.args_base import Settings
 from utils.errors import CrossFuseError
-from utils.settings import Settings
 
 
 def lr_at(config: Settings, epoch: int, batch: int = 0, batches: int = 1) -> float:

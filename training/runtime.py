@@ -8,8 +8,8 @@ import torch
 import torch.distributed as dist
 
 from training.settings import format_config
+from utils.args_base import Settings
 from utils.device import amp_note, pick_device
-from utils.settings import Settings
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from net.config import FEATURE_NORMS, OUTPUT_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from training.presets import DEMO, PRESETS, overrides
+from utils.args_base import Settings, defaults
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
-from utils.settings import Settings, defaults
 
 S = TypeVar("S", bound=Settings)
 Check = tuple[Callable[[Any, dict[str, Any]], bool], str]  # (is_allowed(value, all values), what is allowed)
@@ -58,6 +58,10 @@ class Setting:
 DATA = dict(fixed=True, fair=True)
 MODEL = dict(allowed=at_least(1), fixed=True)  # widths, depths, tile, heads: what the saved weights mean
 TRAINING = dict(fair=True)
+MODEL_WIDTHS = ("shallow", "growth", "dense_layers", "deep", "decoder", "tile", "patch", "heads", "mlp_ratio",
+                "self_depth", "cross_depth")
+MODEL_SETTINGS = (*MODEL_WIDTHS, "temperature", "feature_norm", "cam_gate", "output_norm")
+"""The settings that build the network, each a net.config.ModelConfig field."""
 
 SETTINGS: dict[str, Setting] = {
     "preset": Setting(fair=True),  # checked against training/presets.py when read
@@ -89,9 +93,8 @@ SETTINGS: dict[str, Setting] = {
     "w_ssim": Setting(at_least(0), **TRAINING),
     "w_int": Setting(at_least(0), **TRAINING),
     "w_grad": Setting(at_least(0), **TRAINING),
-    # model (net.config.ModelConfig)
-    **{name: Setting(**MODEL) for name in ("shallow", "growth", "dense_layers", "deep", "decoder", "tile", "patch",
-                                           "heads", "mlp_ratio", "self_depth", "cross_depth")},
+    # model (net.config.ModelConfig, which refuses a name it does not know: see MODEL_SETTINGS)
+    **{name: Setting(**MODEL) for name in MODEL_WIDTHS},
     "temperature": Setting(one_of(*TEMPERATURES), fixed=True, fair=True),
     "feature_norm": Setting(one_of(*FEATURE_NORMS), fixed=True, fair=True),
     "cam_gate": Setting(fixed=True, fair=True),
@@ -230,9 +233,9 @@ def check_ranges(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_config(config: Settings, **widths: Any) -> ModelConfig:
-    """The ModelConfig fields present in a run's settings; a misfit is the suite's one-line error."""
+    """The model settings present in a run's settings as a ModelConfig; a misfit is the suite's one-line error."""
     try:
-        return ModelConfig.from_dict({**config.as_dict(), **widths})
+        return ModelConfig.from_dict({**{k: v for k, v in config.as_dict().items() if k in MODEL_SETTINGS}, **widths})
     except ConfigError as e:
         raise CrossFuseError(str(e)) from None
 

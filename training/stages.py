@@ -23,11 +23,11 @@ from formats.checkpoint import find_reference, load_encoder, save_model
 from inference.files import fuse_pair, read_pair
 from net.encoder import AutoEncoder, Encoder
 from net.model import CrossFuse, FusionNet
+from training.job import Batch, Job, LossFn, TestHook
 from training.losses import fusion_loss, reconstruction_loss
 from training.settings import model_config
-from training.trainer import Batch, Job, LossFn, TestHook
+from utils.args_base import Settings
 from utils.errors import CrossFuseError
-from utils.settings import Settings
 
 MODALITIES = run_layout.MODALITIES
 

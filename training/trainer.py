@@ -1,212 +1,39 @@
 """The one training loop behind train_autoencoder.py, train_fusion.py and train_end_to_end.py.
 
-A script describes what differs (a Job: model, forward, loss, what to save; training/jobs.py builds
+A script describes what differs (a Job: model, forward, loss, what to save; training/stages.py builds
 them); this module does the rest the same way for all three: Adam with the reference's weight decay,
 the lr schedule, AMP, torch.compile, DDP, logging, per-epoch `.model`/`.mat`/PNG outputs, and an
-atomic training-state checkpoint that a run killed at any moment resumes from, step for step.
+atomic training-state checkpoint that a run killed at any moment resumes from, step for step. What the
+loop keeps beside it lives in modules named for it: resume.py (the training state), run_records.py (the
+config history and loss files), preview.py (the preview grid), run_log.py (the log's pace, the cache hint).
 """
 import contextlib
-import json
-import random
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from dataio.datasets import make_loader
 from dataio.images import write_gray
 from formats import run_layout
-from formats.checkpoint import STATE_FORMAT
 from training.board import Board, board_dir
+from training.job import Batch, Job
 from training.optim import lr_at, make_optimizer, step_if
+from training.preview import preview_grid
+from training.resume import Progress, load_state, save_state, state_path
+from training.run_log import log_line, pace, steps_left, suggest_cache
+from training.run_records import record_config, write_losses
 from training.runtime import Runtime, crash_if_asked
-from training.settings import fixed_on_resume, save_config, upgrade
-from utils.atomic import atomic_save, atomic_write, check_writable, hold_lock
+from utils.args_base import Settings
+from utils.atomic import check_writable, hold_lock
 from utils.cores import loader_workers, pick_threads, process_cores
 from utils.device import autocast, peak_memory, to_device
 from utils.errors import CrossFuseError
-from utils.provenance import code_version, machine
-from utils.settings import Settings
-from utils.tables import duration
-
-Batch = tuple[torch.Tensor, ...]
-TestHook = Callable[[nn.Module, int], None]
-LossFn = Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
-
-
-@dataclass
-class Job:
-    """Everything that differs between the three training scripts."""
-
-    name: str  # file-name part on disk (training.stages: Stage.job): "trans", "end_to_end", "autoencoder_ir"
-    title: str  # log-line prefix, e.g. "🔄 E2E"
-    out_dir: Path
-    model: nn.Module
-    dataset: Dataset
-    forward: Callable[[nn.Module, Batch], torch.Tensor]
-    loss: LossFn
-    save_models: Callable[[nn.Module, int], list[Path]]  # (model, epoch from 1) -> files written
-    temperature: Callable[[nn.Module], torch.Tensor] | None = None  # mean learned temperature, logged
-    test: TestHook | None = None  # fuse the test folder after an epoch
-    preview: Batch = ()  # fixed validation items shown in the per-epoch grid
-    outputs: Callable[[], list[Path]] = list  # the files save_models and test wrote so far (an earlier run's too)
-    unit: str = "pairs"  # what one batch item is, in the logged throughput ("images" for stage 1)
-    later: int = 0  # jobs as long as this one that the script trains after it (stage 1: VIS after IR), in the time left
-
-
-# -------------------------------------------------------------------------------------- checkpoint
-
-def state_path(job: Job) -> Path:
-    return run_layout.state_file(job.out_dir, job.name)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class Progress:
-    """Where one run is in its training (epoch, batch) and what it logged so far: what a training-state
-    checkpoint holds besides the weights."""
-
-    epoch: int = 0  # 0-based epoch in progress
-    batch: int = 0  # batches of it already done
-    epoch_seconds: float = 0.0  # time spent in it so far (across resumes)
-    history: dict[str, list[float]] = field(default_factory=dict)  # per step
-    epoch_time: list[float] = field(default_factory=list)
-    peak_memory: list[int] = field(default_factory=list)
-    threads: int = 0  # torch CPU threads the run started with; a resumed run keeps them (same rounding)
-
-
-def save_state(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, record: dict[str, Any]) -> None:
-    atomic_save({"format": STATE_FORMAT, "job": job.name, "model": job.model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "progress": vars(progress), "rng": rng_state(),
-                 "config": record}, state_path(job))
-
-
-# Settings a resumed run must share with the interrupted one (training.settings marks them `fixed`):
-# they decide which batch comes next, or what the saved weights mean; so does the number of processes.
-# Any other change (lr, epochs, logging...) is allowed with a warning.
-RESUME_FIXED = fixed_on_resume() | {"world_size"}
-
-
-def load_state(job: Job, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> Progress:
-    """Restore a training state, refusing settings that would break the step-exact resume."""
-    path = state_path(job)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CrossFuseError(f"{path}: cannot read the training state ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("job") != job.name:
-        raise CrossFuseError(f"{path}: not a training state of {job.name}")
-    saved = upgrade(state["config"])
-    changed = {k: (saved.get(k), record.get(k)) for k in saved.keys() | record.keys()
-               if k not in ("resume", "demo") and saved.get(k) != record.get(k)}
-    fixed = [f"{k}={old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()) if k in RESUME_FIXED]
-    if fixed:
-        raise CrossFuseError(f"{path}: cannot resume with changed {', '.join(fixed)} (they decide the data order "
-                             "or the model); resume with the saved settings or start afresh without --resume")
-    for k, (old, new) in sorted(changed.items()):
-        print(f"warning: resuming {job.name} with {k}={new!r} (was {old!r})", file=sys.stderr)
-    job.model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
-    return Progress(**state["progress"])
-
-
-def record_config(job: Job, record: dict[str, Any], progress: Progress, device: torch.device) -> None:
-    """config_<name>.json: the settings now in force; config_history_<name>.json: every start and resume,
-    each with its settings, the code's git commit ("no git" in a copy of the tree) and the machine.
-
-    A history that a resume finds missing or damaged is set aside (renamed *.damaged, nothing deleted)
-    and started anew from this resume, with a warning: it records the run, it does not steer it.
-    """
-    history_path = run_layout.config_history_file(job.out_dir, job.name)
-    history = read_history(history_path) if progress.batch or progress.epoch else []
-    history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": progress.epoch + 1,
-                    "batch": progress.batch, "config": record, "code": code_version(), "machine": machine(device)})
-    save_config(record, run_layout.config_file(job.out_dir, job.name))
-    atomic_write(history_path, lambda temp: temp.write_text(json.dumps(history, indent=2) + "\n"))
-
-
-def read_history(path: Path) -> list:
-    try:
-        history = json.loads(path.read_text())
-        if isinstance(history, list):
-            return history
-    except (OSError, ValueError):
-        pass
-    if path.exists():
-        path.replace(path.with_name(path.name + ".damaged"))
-    print(f"warning: {path} is missing or damaged; it starts again with this resume"
-          + (f" (the old one is kept as {path.name}.damaged)" if path.with_name(path.name + ".damaged").exists()
-             else ""), file=sys.stderr)
-    return []
-
-
-def write_losses(job: Job, progress: Progress, epoch: int, record: dict[str, Any], memory_kind: str) -> Path:
-    """loss/loss_data_<name>_e<K>.mat: per-step total (`loss_data`, as the reference), terms, lr, temperature."""
-    return run_layout.write_losses(run_layout.loss_file(job.out_dir, job.name, epoch), progress.history,
-                                   progress.epoch_time, progress.peak_memory, memory_kind, record)
-
-
-def preview_grid(job: Job, model: nn.Module, device: torch.device) -> np.ndarray | None:
-    """A grid of the fixed preview items (uint8): one row each, inputs then the model's output."""
-    if not job.preview:
-        return None
-    batch = tuple(b.to(device) for b in job.preview)
-    model.eval()
-    with torch.no_grad():
-        out = job.forward(model, batch).float()
-    model.train()
-    rows = [torch.cat([*(b[i, 0] for b in batch), out[i, 0]], dim=1) for i in range(out.shape[0])]
-    return torch.cat(rows, dim=0).clamp(0, 255).round().to(torch.uint8).cpu().numpy()
-
-
-# ------------------------------------------------------------------------------------------- loop
-
-def log_line(job: Job, epoch: int, epochs: int, batch: int, batches: int, lr: float,
-             temperature: float | None, terms: dict[str, float], pace: str = "") -> str:
-    """The seed's log line (prefix, time, epoch, batch, lr, temperature, loss terms), then the pace."""
-    parts = [job.title, time.ctime(), f"Epoch {epoch}/{epochs}", f"Batch {batch}/{batches}", f"lr:{lr:.6f}"]
-    if temperature is not None:
-        parts.append(f"temp:{temperature:.4f}")
-    parts += [f"{k}:{v:.4f}" for k, v in terms.items()]
-    return " - ".join(parts + ([pace] if pace else []))
-
-
-def pace(job: Job, items_per_step: int, step_seconds: float, steps_left: int, device: torch.device) -> str:
-    """Throughput and time left at the pace of the last log interval, and on CUDA the epoch's peak GPU
-    memory: host clocks and the allocator's own counters, so nothing waits for the device."""
-    parts = [f"{items_per_step / step_seconds:.1f} {job.unit}/s", f"{duration(steps_left * step_seconds)} left"]
-    if device.type == "cuda":
-        parts.append(f"GPU peak {peak_memory(device) / 2**30:.2f} GiB")
-    return " - ".join(parts)
-
-
-def steps_left(job: Job, epoch: int, epochs: int, batch: int, batches: int) -> int:
-    """Steps of the run still to train after this one: this epoch's, the later epochs', the later jobs'."""
-    return batches - batch + (epochs - epoch - 1) * batches + job.later * epochs * batches
 
 
 def train(job: Job, config: Settings, runtime: Runtime) -> None:
@@ -327,7 +154,7 @@ def train_epochs(job: Job, config: Settings, runtime: Runtime, model: nn.Module,
                                         progress.history.get("temperature", [None])[-1], values,
                                         pace(job, config.batch * runtime.world, pending.step_seconds, left, device)))
                     if not config.cache:
-                        suggested = suggest_cache(pending, suggested)
+                        suggested = suggest_cache(pending.data_share, suggested)
                 bar.set_postfix(loss=f"{values['total']:.4g}")
             progress.epoch_seconds = time.perf_counter() - started
             if main and checkpoint_now:
@@ -411,18 +238,6 @@ def non_finite(job: Job, values: dict[str, float], where: str) -> CrossFuseError
     kept = (f"the last good checkpoint {state_path(job)} is untouched (lower lr or check the data, then --resume)"
             if state_path(job).is_file() else "no checkpoint had been written yet (lower lr or check the data)")
     return CrossFuseError(f"non-finite loss ({shown}) at {where} of {job.name}; stopped before updating, {kept}")
-
-
-DATA_BOUND = 0.3  # share of the time spent waiting for batches above which --cache is suggested
-
-
-def suggest_cache(pending: Pending, suggested: bool) -> bool:
-    """Once per run: when decoding keeps the step waiting, say that --cache would help."""
-    if not suggested and pending.data_share > DATA_BOUND:
-        print(f"note: {100 * pending.data_share:.0f}% of the time went to waiting for decoded batches; --cache "
-              "(decode once into a memory map) or more --workers would feed the steps faster", file=sys.stderr)
-        return True
-    return suggested
 
 
 def finish_epoch(job: Job, optimizer: torch.optim.Optimizer, progress: Progress, record: dict[str, Any],

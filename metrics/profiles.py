@@ -1,66 +1,29 @@
 """Metric profiles: the same fused images scored as a given toolbox scores them, number for number.
 
-A profile fixes how images are read, which metrics are reported under which names, and each
+A profile names how images are read (its `reader`: "pil", "matlab" or "opencv", the gray conversions
+of dataio/toolbox_readers.py), which metrics are reported under which names, and each
 metric's convention (scale of the inputs, log base, how two sources are combined, which toolbox bug
 changes the number). The README's "Metric profiles" table lists the differences and why they exist.
 Metric functions are called as metric(f, a, b) with A the infrared and B the visible source.
 
-- suite: this project's own definitions (evaluation.metrics), the default.
+- suite: this project's own definitions (metrics.core), the default.
 - vifb: VIFB benchmark MATLAB code (Zhang et al., CVPRW 2020).
 - tang: Evaluation-for-Image-Fusion MATLAB code (Tang; SeAFusion, PIAFusion).
 - crossfuse: RFN-Nest analysis_matlab (the CrossFuse authors' code) plus FMI.
 - cddfuse: utils/Evaluator.py of MMIF-CDDFuse, images read as its test script reads them.
 """
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
-from dataio.images import read_gray
-from evaluation import metrics as M
-from evaluation.csf_metrics import qcb, qcv
-from evaluation.fmi import fmi
-from evaluation.mef_ssim import mef_ssim
-from utils.errors import CrossFuseError
+from metrics import core as M
+from metrics.csf import qcb, qcv
+from metrics.fmi import fmi
+from metrics.mef_ssim import mef_ssim
 
 Metric = M.Metric
-Reader = Callable[[Path], np.ndarray]
-
-
-# --- reading images -------------------------------------------------------------------------------
-
-
-def _rgb(path: Path) -> np.ndarray | None:
-    """RGB values of a colour image (None for gray ones); call after read_gray has validated the file."""
-    with Image.open(path) as im:
-        if im.mode in ("1", "L", "LA", "La", "I", "F") or im.mode.startswith("I;16"):
-            return None
-        return np.asarray(im.convert("RGB"), dtype=np.float64)
-
-
-def read_matlab(path: Path) -> np.ndarray:
-    """uint8 gray as MATLAB's imread + rgb2gray gives it (rgb2gray's coefficients, rounded)."""
-    gray = read_gray(path)
-    rgb = _rgb(Path(path))
-    if rgb is None:
-        return gray
-    y = rgb @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-    return np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
-
-
-def read_opencv(path: Path) -> np.ndarray:
-    """float32 gray as cv2.imread + cvtColor(BGR2GRAY) on float32 + numpy.round (CDDFuse's reader)."""
-    gray = read_gray(path)
-    rgb = _rgb(Path(path))
-    if rgb is None:
-        return gray.astype(np.float32)
-    rgb = rgb.astype(np.float32)
-    coef = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.round(rgb @ coef).astype(np.float32)
 
 
 # --- conventions the toolboxes do not share -------------------------------------------------------
@@ -185,11 +148,11 @@ def _cddfuse_psnr(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Profile:
-    """A named convention: reader, metrics in display order, and the smallest side each accepts."""
+    """A named convention: the reader it expects, metrics in display order, and the smallest side each accepts."""
 
     name: str
     source: str
-    read: Reader
+    reader: str
     metrics: dict[str, Metric]
     min_side: dict[str, int] = field(default_factory=dict)
 
@@ -201,12 +164,12 @@ def _fmi_metrics() -> dict[str, Metric]:
     }
 
 
-SUITE = Profile("suite", "this project (evaluation/metrics.py)", read_gray, dict(M.METRICS), dict(M.MIN_SIDE))
+SUITE = Profile("suite", "this project (metrics/core.py)", "pil", dict(M.METRICS), dict(M.MIN_SIDE))
 
 VIFB = Profile(
     "vifb",
     "VIFB benchmark, MATLAB metrics/metrics*.m",
-    read_matlab,
+    "matlab",
     {
         "Entropy": _fused_entropy,
         "Variance": _fused_std,
@@ -228,7 +191,7 @@ VIFB = Profile(
 TANG = Profile(
     "tang",
     "Evaluation-for-Image-Fusion (Tang), MATLAB analysis_Reference.m",
-    read_matlab,
+    "matlab",
     {
         "EN": _fused_entropy,
         "SF": lambda f, a, b: M.spatial_frequency(f),
@@ -252,7 +215,7 @@ TANG = Profile(
 CROSSFUSE = Profile(
     "crossfuse",
     "RFN-Nest analysis_matlab (CrossFuse authors), FMI after Haghighat and Razian",
-    read_matlab,
+    "matlab",
     {
         "EN": _fused_entropy,
         "SD": lambda f, a, b: M.std_dev(f) * math.sqrt(np.size(f)) / 255,
@@ -270,7 +233,7 @@ CROSSFUSE = Profile(
 CDDFUSE = Profile(
     "cddfuse",
     "MMIF-CDDFuse utils/Evaluator.py",
-    read_opencv,
+    "opencv",
     {
         "EN": _fused_entropy,
         "SD": _fused_std,
@@ -296,7 +259,7 @@ def score(
     profile: Profile, f: np.ndarray, a: np.ndarray, b: np.ndarray, metrics: list[str] | None = None,
     label: str = "fused image",
 ) -> dict[str, float]:
-    """The profile's metrics (all by default) for images read with profile.read; see metrics.score_pair."""
+    """The profile's metrics (all by default) for images read with the profile's reader; see metrics.core.score_pair."""
     return M.score_pair(f, a, b, metrics, label, profile.metrics, profile.min_side)
 
 
@@ -309,7 +272,7 @@ def higher_is_better(metric: str) -> bool:
 
 
 def get_profile(name: str) -> Profile:
-    """The profile called `name`, or a CrossFuseError listing the choices."""
+    """The profile called `name`, or a MetricError listing the choices."""
     if name not in PROFILES:
-        raise CrossFuseError(f"unknown metric profile {name!r}; choose from {', '.join(PROFILES)}")
+        raise M.MetricError(f"unknown metric profile {name!r}; choose from {', '.join(PROFILES)}")
     return PROFILES[name]

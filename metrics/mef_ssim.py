@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluation.metrics import filter_valid, gauss1d
+from metrics.core import filter_valid, gauss1d
 
 SIDE = 11
 """Patch side of the consistency, contrast and structure terms."""

@@ -1,8 +1,8 @@
 """Validate a GPU machine for this suite in one command, ending with one verdict table (docs/gpu.md).
 
-    make gpu-check                        # python -m cli.gpu_check, from a copy of the working tree
+    make gpu-check                        # python -m checks.gpu_check, from a copy of the working tree
     make gpu-check DRY=1                  # what it would run; any machine, exit 0
-    python -m cli.gpu_check --data DIR    # RoadScene pairs (default data/roadscene, else ../shared/data/roadscene)
+    python -m checks.gpu_check --data DIR    # RoadScene pairs (default data/roadscene, else ../shared/data/roadscene)
 
 Rows: a training step of each stage on CUDA in fp32 and bf16, eager and compiled, against the CPU and
 without host synchronisation; the non-finite guard; torchrun (NCCL) killed and resumed; short real runs
@@ -106,7 +106,7 @@ def run_child(command: list[str], group: Group, seconds: float, log: Path) -> li
 
 
 def child_command(group: Group, data: Path, work: Path, seconds: float) -> list[str]:
-    return [sys.executable, "-m", "cli.gpu_check", "--group", group.name, f"--data={data}", f"--work={work}",
+    return [sys.executable, "-m", "checks.gpu_check", "--group", group.name, f"--data={data}", f"--work={work}",
             f"--seconds={seconds:.0f}"]
 
 

@@ -1,6 +1,6 @@
 """Generate the synthetic IR/VIS demo data set on its own (training scripts' --demo does it too).
 
-    python -m cli.demo_data --root data/demo --n-train 48 --n-test 6
+    python make_demo_data.py --root data/demo --n-train 48 --n-test 6
 """
 import argparse
 import sys

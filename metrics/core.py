@@ -13,7 +13,11 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from scipy import ndimage
 
-from utils.errors import CrossFuseError
+
+class MetricError(ValueError):
+    """Images or a request the metrics cannot score (sizes, unknown names, unknown profile), in one line.
+    Defined here so metrics/ stands alone; the suite's scripts report it as they report CrossFuseError."""
+
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
@@ -385,21 +389,21 @@ def score_pair(
 ) -> dict[str, float]:
     """Compute the chosen metrics (all of `table` by default) for one fused image and its IR/VIS sources.
 
-    Checks up front that the three are 2-D, equally sized and large enough, raising CrossFuseError
+    Checks up front that the three are 2-D, equally sized and large enough, raising MetricError
     with `label` (e.g. the file name) in the message rather than failing inside a metric. `table`
-    and `min_side` default to this suite's metrics; evaluation.metric_profiles passes a toolbox's.
+    and `min_side` default to this suite's metrics; metrics.profiles passes a toolbox's.
     """
     names = list(table) if metrics is None else list(metrics)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise CrossFuseError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(table)}")
+        raise MetricError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(table)}")
     f, a, b = as_float(f), as_float(a), as_float(b)
     sizes = f"fused {_size(f)}, IR {_size(a)}, VIS {_size(b)}"
     if f.ndim != 2 or a.ndim != 2 or b.ndim != 2:
-        raise CrossFuseError(f"{label}: metrics need 2-D grayscale images, got {sizes}")
+        raise MetricError(f"{label}: metrics need 2-D grayscale images, got {sizes}")
     if not f.shape == a.shape == b.shape:
-        raise CrossFuseError(f"{label}: image sizes differ ({sizes})")
+        raise MetricError(f"{label}: image sizes differ ({sizes})")
     need = max((min_side.get(n, 1) for n in names), default=1)
     if min(f.shape) < need:
-        raise CrossFuseError(f"{label}: {_size(f)} is too small, {', '.join(names)} need sides >= {need}")
+        raise MetricError(f"{label}: {_size(f)} is too small, {', '.join(names)} need sides >= {need}")
     return {n: float(table[n](f, a, b)) for n in names}
