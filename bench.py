@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.plan import format_plan, plan
+from benchmarks.gpu_plan import format_plan, plan
 from benchmarks.sections import measure_ceiling, measure_data, measure_fusion, measure_load, measure_training
 from benchmarks.timing import BenchSettings, in_fresh_process, isolated
 from cli.entry import run_main

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from args_two_stage import Stage1
-from benchmarks.plan import plan_stage
+from benchmarks.gpu_plan import plan_stage
 from checks.rows import Context, Row, error_line, first_line, guarded, relative_difference
 from formats import run_layout
 from formats.checkpoint import save_model

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import bench
-from benchmarks import plan, sections, timing
+from benchmarks import gpu_plan, sections, timing
 from tests.conftest import ROOT
 from tests.tiny import ENCODER, FUSION
 from utils.device import amp_note, autocast, to_device
@@ -142,7 +142,7 @@ def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch():
     """bench.py --plan: a step at the args files' settings, measured without data; the parts add up to the
     peak, activations grow with the batch while the FLOPs per pair and the weights do not."""
     narrow = [*ENCODER, *FUSION, "--image_size=64", "--epochs=2", "--train_num=10"]
-    rows = plan.plan(["--batch=2", *narrow])
+    rows = gpu_plan.plan(["--batch=2", *narrow])
     assert [r["stage"] for r in rows] == ["stage1", "stage2", "end_to_end"]
     for row in rows:
         parts = ("weights", "gradient", "optimizer", "input", "activation")
@@ -150,10 +150,10 @@ def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch():
         assert row["forward_flops_per_pair"] > 0 and row["backward_flops_per_pair"] > 0
         assert 0 < row["optimizer_bytes"] - 2 * 4 * row["trainable"] < 4096  # Adam's two fp32 moments, step counts
     assert rows[0]["pairs_per_epoch"] == 20 and rows[1]["trainable"] < rows[1]["parameters"]  # frozen encoders
-    a, b = rows[2], plan.plan_stage("end_to_end", ["--batch=4", *narrow])
+    a, b = rows[2], gpu_plan.plan_stage("end_to_end", ["--batch=4", *narrow])
     assert b["activation_bytes"] > a["activation_bytes"] and b["weights_bytes"] == a["weights_bytes"]
     assert b["forward_flops_per_pair"] == a["forward_flops_per_pair"]
-    text = plan.format_plan(rows)
+    text = gpu_plan.format_plan(rows)
     assert "end_to_end: batch 2 at 64 px, 2 epochs of 10 pairs" in text and "A100 80GB" in text
     assert "the seed says 5-8 GB" in text
     with pytest.raises(CrossFuseError, match="--plan --bogus=1: not a --key=value setting"):
