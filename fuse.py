@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cli.entry import run_main
-from dataio.images import WRITE_FORMATS, read_size
+from dataio.images import WRITE_FORMATS, parse_range, read_size
 from dataio.pairs import Pair, find_pairs, pair_single
 from formats.checkpoint import find_reference, find_trained, load_crossfuse
 from inference.files import fuse_pair
@@ -73,10 +73,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     parser.add_argument("--allow-other-modality", action="store_true",
                         help="accept an encoder file recorded for the other modality (swapped on purpose)")
+    parser.add_argument("--ir-range", default="", metavar="LOW,HIGH",
+                        help="map a 16-bit/float IR image's LOW..HIGH to 0..255 (a camera's fixed range) instead of "
+                        "stretching each image over its own 0.1-99.9 percentiles")
     parser.add_argument("--same-size", action="store_true",
                         help="refuse a pair whose images differ in size instead of resizing the VIS image")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    ir_range = parse_range(args.ir_range)
     jobs, unpaired = plan(args.ir, args.vi, args.out)
     for folder in sorted({target.parent for _, target in jobs}):
         check_writable(folder)
@@ -90,7 +94,7 @@ def main(argv: list[str]) -> int:
     failures = []
     for pair, target in tqdm(jobs, desc="fusing", unit="pair", disable=len(jobs) < 2):
         try:
-            fuse_pair(model, pair, target, device, args.amp, args.gray, args.same_size)
+            fuse_pair(model, pair, target, device, args.amp, args.gray, args.same_size, ir_range)
         except CrossFuseError as e:
             failures.append(str(e))
             tqdm.write(f"error: {e}", file=sys.stderr)

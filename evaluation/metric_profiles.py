@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
-from dataio.images import read_gray
+from dataio.images import Range, Role, read_gray, read_rgb
 from evaluation import metrics as M
 from evaluation.csf_metrics import qcb, qcv
 from evaluation.fmi import fmi
@@ -28,34 +27,28 @@ from evaluation.mef_ssim import mef_ssim
 from utils.errors import CrossFuseError
 
 Metric = M.Metric
-Reader = Callable[[Path], np.ndarray]
+Reader = Callable[..., np.ndarray]  # (path, role="vi", ir_range=None) as dataio.images.read_gray
 
 
 # --- reading images -------------------------------------------------------------------------------
 
 
-def _rgb(path: Path) -> np.ndarray | None:
-    """RGB values of a colour image (None for gray ones); call after read_gray has validated the file."""
-    with Image.open(path) as im:
-        if im.mode in ("1", "L", "LA", "La", "I", "F") or im.mode.startswith("I;16"):
-            return None
-        return np.asarray(im.convert("RGB"), dtype=np.float64)
-
-
-def read_matlab(path: Path) -> np.ndarray:
-    """uint8 gray as MATLAB's imread + rgb2gray gives it (rgb2gray's coefficients, rounded)."""
-    gray = read_gray(path)
-    rgb = _rgb(Path(path))
+def read_matlab(path: Path, role: Role = "vi", ir_range: Range | None = None) -> np.ndarray:
+    """uint8 gray as MATLAB's imread + rgb2gray gives it (rgb2gray's coefficients, rounded); grey and
+    high-depth images as read_gray reads them."""
+    gray = read_gray(path, role, ir_range)
+    rgb = read_rgb(path)
     if rgb is None:
         return gray
     y = rgb @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
     return np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
 
 
-def read_opencv(path: Path) -> np.ndarray:
-    """float32 gray as cv2.imread + cvtColor(BGR2GRAY) on float32 + numpy.round (CDDFuse's reader)."""
-    gray = read_gray(path)
-    rgb = _rgb(Path(path))
+def read_opencv(path: Path, role: Role = "vi", ir_range: Range | None = None) -> np.ndarray:
+    """float32 gray as cv2.imread + cvtColor(BGR2GRAY) on float32 + numpy.round (CDDFuse's reader); grey and
+    high-depth images as read_gray reads them."""
+    gray = read_gray(path, role, ir_range)
+    rgb = read_rgb(path)
     if rgb is None:
         return gray.astype(np.float32)
     rgb = rgb.astype(np.float32)
