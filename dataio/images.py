@@ -86,7 +86,8 @@ def _open(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise CrossFuseError(f"{path}: not a file")
     try:
-        with Image.open(path) as im:
+        # From a file object: PIL memory-maps plain grey TIFFs opened by name, and that path skips their orientation.
+        with path.open("rb") as fp, Image.open(fp) as im:
             if _wide_gray_alpha(im):
                 image = _decode_wide_gray_alpha(im)
             else:
