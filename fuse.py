@@ -9,8 +9,10 @@ A colour visible image is fused through its luma and written in colour (Cb, Cr f
 image) unless --gray. Output: 8-bit, the IR image's size; a VIS image of another size (a registered
 pair captured at two resolutions, as RoadScene's) is resized to it, as training reads such pairs, and
 a note says how many were (--same-size refuses them instead). For one pair --out names the file and
-its format (.png, .jpg/.jpeg at quality 95, .bmp, .tif/.tiff), for folders PNG files. Exit code 2 when
-any pair could not be fused (each is named on its own error line), as for every problem to fix.
+its format (.png, .jpg/.jpeg at quality 95, .bmp, .tif/.tiff), for folders PNG files. A 16-bit or float
+IR image is stretched over its 0.1-99.9 percentiles, or over --ir-range (docs/images.md has every image
+kind). Exit code 2 when any pair could not be fused (each is named on its own error line), as for every
+problem to fix.
 """
 import argparse
 import sys

@@ -210,18 +210,13 @@ def read_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def _as_rgb(image: Image.Image, path: Path) -> Image.Image:
-    if image.mode in _HIGH_DEPTH_MODES:
-        return Image.fromarray(_stretch_to_uint8(image, path, None)).convert("RGB")
-    return image.convert("RGB")
-
-
 def read_ycbcr(path: str | Path) -> np.ndarray:
-    """uint8 H x W x 3 YCbCr (PIL's JPEG conversion), used to put the colour back after fusing Y.
+    """uint8 H x W x 3 YCbCr (PIL's JPEG conversion) of a colour image (is_color), used to put the colour
+    back after fusing Y.
 
     PIL's Y here may differ by 1 from read_gray's luma, which uses a different rounding.
     """
-    return np.array(_as_rgb(_open(path), Path(path)).convert("YCbCr"), dtype=np.uint8)
+    return np.array(_open(path).convert("RGB").convert("YCbCr"), dtype=np.uint8)
 
 
 def read_rgb(path: str | Path) -> np.ndarray | None:
