@@ -16,8 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+import evaluate
 import fuse
 from dataio import images
+from dataio.cache import build_cache
+from dataio.datasets import ImageTransform, PairDataset
 from dataio.images import is_color, parse_range, read_gray, read_size
 from dataio.pairs import find_images, find_pairs
 from evaluation.metric_profiles import get_profile
@@ -177,6 +180,25 @@ def test_ir_range_is_a_setting_and_a_fuse_option(tiny_model, tmp_path):
         "numbers, e.g. 7000,9000)"
 
 
+def test_training_and_evaluate_read_the_ir_over_the_given_range(tmp_path):
+    sequence_dir = tmp_path / "set"
+    for i, low in enumerate((7000, 7500)):
+        save(sequence_dir / "ir" / f"{i}.png", thermal(48, 48, low=low, span=500))
+        save(sequence_dir / "vi" / f"{i}.png", np.full((48, 48), 100, np.uint8))
+        save(tmp_path / "fused" / f"{i}.png", np.full((48, 48), 100, np.uint8))
+    pairs = find_pairs(sequence_dir).pairs
+    expected = [np.round((thermal(48, 48, low=low, span=500) - 7000.0) * 255 / 1000) for low in (7000, 7500)]
+    dataset = PairDataset(pairs, ImageTransform(size=48), ir_range=(7000, 8000))
+    assert all(np.array_equal(dataset[i][0][0].numpy(), expected[i]) for i in range(2))
+    own = np.load(build_cache(pairs, 48, tmp_path / "c"))[:, 0]
+    fixed = np.load(build_cache(pairs, 48, tmp_path / "c", ir_range=(7000, 8000)))[:, 0]  # rebuilt for the range
+    assert np.array_equal(fixed, np.stack(expected)) and not np.array_equal(own, fixed)
+    args = ["--fused", str(tmp_path / "fused"), "--ir", str(sequence_dir / "ir"), "--vi", str(sequence_dir / "vi"),
+            "--metrics", "EN,SD", "--json", str(tmp_path / "s.json")]
+    assert evaluate.main([*args, "--ir-range", "7000,8000"]) == 0
+    assert evaluate.main([*args, "--ir-range", "8000,7000"]) == 2
+
+
 # --- cause 2: 16-bit grey+alpha ---------------------------------------------------------------------------
 
 def test_16_bit_grey_alpha_png_reads_as_16_bit_grey(tmp_path):
@@ -298,3 +320,15 @@ def test_a_fused_image_of_ambiguous_scale_is_refused_in_one_line(tmp_path):
     result = score_folder(tmp_path / "fused", pairs, ["EN"])
     assert result["problems"] == [f"{tmp_path / 'fused' / 'a.tif'}: float image with values 200..200, so its scale "
                                   "is ambiguous (a fused float image must lie in 0..1); save it as 8-bit or 16-bit"]
+    wide = save(tmp_path / "wide.tif", np.full((16, 16), 70000, np.int32))
+    with pytest.raises(CrossFuseError, match="wide.tif: integer image with values 70000..70000, outside 16 bits"):
+        read_gray(wide, "fused")
+    assert read_gray(save(tmp_path / "i32.tif", np.full((16, 16), 200 * 257, np.int32)), "fused").max() == 200
+
+
+def test_names_in_any_case_with_spaces_and_unicode_are_images(tmp_path):
+    for side in ("ir", "vi"):
+        save(tmp_path / side / "Straße 1.PNG", np.zeros((8, 8), np.uint8))
+    save(tmp_path / "ir" / ".hidden.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "vi" / "notes.txt").write_text("junk")
+    assert [(p.ir.name, p.vi.name) for p in find_pairs(tmp_path).pairs] == [("Straße 1.PNG", "Straße 1.PNG")]
