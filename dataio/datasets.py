@@ -132,7 +132,7 @@ class _FileDataset(Dataset):
 
     def _load(self, index: int) -> list[torch.Tensor]:
         files = self.items[index]
-        images = [read_gray(path, role, self.ir_range) for path, role in zip(files, self.roles, strict=False)]
+        images = [read_gray(path, role, self.ir_range) for path, role in zip(files, self.roles, strict=True)]
         self._check_sizes(files, [image.shape for image in images])
         return self.transform(images, item_rng(self.seed, self.epoch, index))
 

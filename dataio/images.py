@@ -94,7 +94,7 @@ def _open(path: str | Path) -> Image.Image:
                 im.load()
                 # Palette -> RGBA keeps the colours and avoids PIL's palette-transparency warning.
                 image = im.convert("RGBA") if im.mode == "P" else im
-            image = ImageOps.exif_transpose(image.copy() if image is im else image)
+            image = ImageOps.exif_transpose(image)  # a copy, upright, that outlives the file
     except _PIL_ERRORS as err:
         raise CrossFuseError(f"{path}: not a readable image ({_one_line(err)})") from err
     if image.width == 0 or image.height == 0:
