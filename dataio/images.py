@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
 from utils.atomic import atomic_write
 from utils.errors import CrossFuseError
@@ -56,10 +57,10 @@ def parse_range(text: str, what: str = "--ir-range") -> Range | None:
 
 def _note_once(kind: str, line: str) -> None:
     """Print a note or warning the first time its kind comes up in this process: a 20000-image data set
-    must not print 20000 lines."""
+    must not print 20000 lines. Through tqdm, so a progress bar on screen stays whole."""
     if kind not in _noted:
         _noted.add(kind)
-        print(line, file=sys.stderr)
+        tqdm.write(line, file=sys.stderr)
 
 
 def _wide_gray_alpha(im: Image.Image) -> bool:
@@ -137,7 +138,7 @@ def _stretch_to_uint8(image: Image.Image, path: Path, value_range: Range | None)
         depth = {"F": "float", "I": "32-bit"}.get(image.mode, "16-bit")
         _note_once("stretch", f"note: {path} is a {depth} image, stretched from {low:g}..{high:g} (its "
                    f"{STRETCH_PERCENTILES[0]:g}-{STRETCH_PERCENTILES[1]:g} percentiles) to 0..255; each high-depth "
-                   "image gets its own range unless an IR range is given (ir_range=LOW,HIGH)")
+                   "image gets its own range unless an IR range is given (--ir-range LOW,HIGH)")
     else:
         low, high = value_range
     if high <= low:

@@ -93,7 +93,11 @@ def test_eight_bit_kinds_read_as_their_luma(tmp_path):
     palette.save(tmp_path / "p.png")
     assert np.array_equal(read_gray(tmp_path / "p.png"), np.asarray(palette.convert("L")))
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
-    assert np.abs(read_gray(tmp_path / "cmyk.jpg").astype(int) - grey).max() <= 3
+    Image.fromarray(rgb).save(tmp_path / "progressive.jpg", quality=100, progressive=True)
+    for jpeg in ("cmyk.jpg", "progressive.jpg"):
+        assert np.abs(read_gray(tmp_path / jpeg).astype(int) - grey).max() <= 3
+    Image.fromarray(grey > 127).save(tmp_path / "bilevel.png")
+    assert np.array_equal(read_gray(tmp_path / "bilevel.png"), np.where(grey > 127, 255, 0))
     assert not is_color(tmp_path / "rgb.png")
 
 
@@ -128,6 +132,7 @@ def test_float_and_big_endian_sources_are_stretched_alike(tmp_path):
     Image.frombytes("I;16B", (40, 48), counts.astype(">u2").tobytes()).save(tmp_path / "b.tif")
     assert np.abs(as_float.astype(int) - as_16).max() <= 1
     assert np.array_equal(read_gray(tmp_path / "b.tif", "ir"), as_16)
+    assert np.array_equal(read_gray(save(tmp_path / "i32.tif", counts.astype(np.int32)), "ir"), as_16)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
