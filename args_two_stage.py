@@ -39,6 +39,7 @@ class Stage1(Settings):
     cache = False  # decode the dataset once into a memory-mapped uint8 array and train from it
     on_error = "skip"  # a bad image: skip it with a warning (skip) or stop (raise)
     workers = "auto"  # DataLoader processes; auto = half of the cores, 1 to 8
+    ir_range = ""  # "LOW,HIGH": a 16-bit/float IR camera's fixed range mapped to 0..255 ("" = each image's own)
     # loss = w_mse * MSE + w_ssim * (1 - MS-SSIM)
     w_mse = 1.0
     w_ssim = 10000.0
@@ -91,6 +92,7 @@ class Stage2(Settings):
     cache = False  # decode the dataset once into a memory-mapped uint8 array and train from it
     on_error = "skip"  # a bad pair: skip it with a warning (skip) or stop (raise)
     workers = "auto"  # DataLoader processes; auto = half of the cores, 1 to 8
+    ir_range = ""  # "LOW,HIGH": a 16-bit/float IR camera's fixed range mapped to 0..255 ("" = each image's own)
     test_dir = ""  # a folder of test pairs (ir/ and vi/ inside) fused at each epoch end
     # loss = w_int * intensity + w_grad * gradient
     w_int = 1.0

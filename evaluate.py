@@ -13,7 +13,8 @@ unreadable or mis-sized fused images) and every file without its counterparts is
 --allow-missing: a method's row never averages fewer images unnoticed. A VIS image of another size
 than its IR image is scored at the IR image's size, as fuse.py fuses it. The table shows per-metric
 mean and (population) standard deviation, one row per method, under the metric profile's name
-(metrics/profiles.py).
+(metrics/profiles.py). Fused images are scored at their true scale (8-bit as is, 16-bit / 257,
+float 0..1 x 255, never stretched), sources read as fuse.py reads them (docs/images.md).
 Every output is checked to be writable before scoring and written atomically.
 
 Metrics reward noise and grids and punish flat images, so the table always ends with the pixel-mean
@@ -31,6 +32,7 @@ import numpy as np
 
 from cli.entry import run_main
 from dataio.datasets import to_ir_size
+from dataio.images import Range, parse_range
 from dataio.pairs import Pair, find_pairs
 from dataio.toolbox_readers import read_as
 from evaluation.folder_scores import rule_scores, score_folder
@@ -148,12 +150,13 @@ def parse_metrics(text: str | None, profile: Profile = SUITE) -> list[str]:
     return [by_lower[n.lower()] for n in names]
 
 
-def readable(pairs: Sequence[Pair], profile: Profile) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def readable(pairs: Sequence[Pair], profile: Profile,
+             ir_range: Range | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(name, IR, VIS at the IR image's size) of every pair the profile can read; the others are the methods'
     problems."""
     for pair in pairs:
         try:
-            ir, vi = read_as(profile.reader, pair.ir), read_as(profile.reader, pair.vi)
+            ir, vi = read_as(profile.reader, pair.ir, "ir", ir_range), read_as(profile.reader, pair.vi)
         except CrossFuseError:
             continue
         yield pair.name, ir, to_ir_size(ir, vi)
@@ -167,11 +170,13 @@ def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     methods = parse_fused(args.fused)
     metrics = parse_metrics(args.metrics, profile)
+    ir_range = parse_range(args.ir_range)
     outputs = [Path(p) for p in (args.json, args.csv, args.latex, args.table_csv) if p]
     for path in outputs:
         check_output_file(path)
     scan = find_pairs(Path(args.ir), Path(args.vi))
-    results = {name: score_folder(folder, scan.pairs, metrics, name, profile) for name, folder in methods.items()}
+    results = {name: score_folder(folder, scan.pairs, metrics, name, profile, ir_range)
+               for name, folder in methods.items()}
 
     problems = [f"{path}: no IR/VIS partner" for path in scan.unpaired]
     missing = [str(path) for path in scan.unpaired]
@@ -189,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         folders = ", ".join(map(str, methods.values()))
         raise CrossFuseError(f"{folders}: nothing could be scored (see the problems listed above)")
 
-    rules = rule_scores(readable(scan.pairs, profile), metrics, profile)
+    rules = rule_scores(readable(scan.pairs, profile, ir_range), metrics, profile)
     table = results | {f"rule: {rule}": r for rule, r in rules.items()}
     print(f"metric profile: {profile.name} ({profile.source})")
     print(results_table(table))
@@ -223,6 +228,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--latex", help="write the printed table here as a booktabs LaTeX table")
     parser.add_argument("--table-csv", help="write the printed table here as CSV (with the profile)")
     parser.add_argument("--metrics", help="comma-separated subset of the profile's metrics (default: all)")
+    parser.add_argument("--ir-range", default="", metavar="LOW,HIGH",
+                        help="read a 16-bit/float IR image's LOW..HIGH as 0..255, as fuse.py --ir-range did")
     parser.add_argument("--allow-missing", action="store_true",
                         help="exit 0 even when fused images or sources are missing")
     return run(parser.parse_args(argv))

@@ -9,8 +9,10 @@ A colour visible image is fused through its luma and written in colour (Cb, Cr f
 image) unless --gray. Output: 8-bit, the IR image's size; a VIS image of another size (a registered
 pair captured at two resolutions, as RoadScene's) is resized to it, as training reads such pairs, and
 a note says how many were (--same-size refuses them instead). For one pair --out names the file and
-its format (.png, .jpg/.jpeg at quality 95, .bmp, .tif/.tiff), for folders PNG files. Exit code 2 when
-any pair could not be fused (each is named on its own error line), as for every problem to fix.
+its format (.png, .jpg/.jpeg at quality 95, .bmp, .tif/.tiff), for folders PNG files. A 16-bit or float
+IR image is stretched over its 0.1-99.9 percentiles, or over --ir-range (docs/images.md has every image
+kind). Exit code 2 when any pair could not be fused (each is named on its own error line), as for every
+problem to fix.
 """
 import argparse
 import sys
@@ -19,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cli.entry import run_main
-from dataio.images import WRITE_FORMATS, read_size
+from dataio.images import WRITE_FORMATS, parse_range, read_size
 from dataio.pairs import Pair, find_pairs, pair_single
 from formats.checkpoint import find_reference, find_trained, load_crossfuse
 from inference.files import fuse_pair
@@ -74,10 +76,14 @@ def main(argv: list[str]) -> int:
                         help="bf16 autocast on CUDA and on CPUs with native bf16 (about 2x faster on those CPUs)")
     parser.add_argument("--allow-other-modality", action="store_true",
                         help="accept an encoder file recorded for the other modality (swapped on purpose)")
+    parser.add_argument("--ir-range", default="", metavar="LOW,HIGH",
+                        help="map a 16-bit/float IR image's LOW..HIGH to 0..255 (a camera's fixed range) instead of "
+                        "stretching each image over its own 0.1-99.9 percentiles")
     parser.add_argument("--same-size", action="store_true",
                         help="refuse a pair whose images differ in size instead of resizing the VIS image")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    ir_range = parse_range(args.ir_range)
     jobs, unpaired = plan(args.ir, args.vi, args.out)
     for folder in sorted({target.parent for _, target in jobs}):
         check_writable(folder)
@@ -93,7 +99,7 @@ def main(argv: list[str]) -> int:
     failures = []
     for pair, target in tqdm(jobs, desc="fusing", unit="pair", disable=len(jobs) < 2):
         try:
-            fuse_pair(model, pair, target, device, args.amp, args.gray, args.same_size)
+            fuse_pair(model, pair, target, device, args.amp, args.gray, args.same_size, ir_range)
         except CrossFuseError as e:
             failures.append(str(e))
             tqdm.write(f"error: {e}", file=sys.stderr)

@@ -24,13 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dataio.datasets import ImageTransform, item_rng
-from dataio.images import read_gray
+from dataio.images import Range, Role, read_gray
 from dataio.pairs import Pair
 from utils.atomic import atomic_write, temp_path
 from utils.errors import CrossFuseError
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: high-depth images stretched by percentiles, EXIF orientation applied
 _RESIZE = "bilinear, align_corners=False, no antialias, rounded to uint8"
 
 
@@ -52,16 +52,20 @@ def _stat(path: Path) -> dict:
 class _Decode(Dataset):
     """Decodes one item for the build; errors come back as text so the main process reports them."""
 
-    def __init__(self, groups: list[tuple[Path, ...]], size: int) -> None:
+    def __init__(self, groups: list[tuple[Path, ...]], size: int, roles: tuple[Role, ...],
+                 ir_range: Range | None) -> None:
         self.groups = groups
         self.transform = ImageTransform(size=size)
+        self.roles = roles
+        self.ir_range = ir_range
 
     def __len__(self) -> int:
         return len(self.groups)
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
         try:
-            images = self.transform.geometry([read_gray(path) for path in self.groups[index]], None)
+            files = zip(self.groups[index], self.roles, strict=True)
+            images = self.transform.geometry([read_gray(path, role, self.ir_range) for path, role in files], None)
         except CrossFuseError as err:
             return index, None, str(err)
         return index, np.stack(images), None
@@ -81,11 +85,13 @@ def _index_is_current(index_path: Path, data_path: Path, expected: dict) -> bool
         return False
 
 
-def _build(groups: list[tuple[Path, ...]], size: int, data_path: Path, workers: int) -> tuple[list, list]:
+def _build(groups: list[tuple[Path, ...]], size: int, data_path: Path, workers: int, roles: tuple[Role, ...],
+           ir_range: Range | None) -> tuple[list, list]:
     """Decode everything into a temp .npy, then rename it into place; returns (good rows, errors)."""
     shape = (len(groups), len(groups[0]), size, size)
     temp = temp_path(data_path)
-    loader = DataLoader(_Decode(groups, size), batch_size=None, num_workers=workers, collate_fn=_unbatched)
+    loader = DataLoader(_Decode(groups, size, roles, ir_range), batch_size=None, num_workers=workers,
+                        collate_fn=_unbatched)
     rows, errors = [], []
     try:
         array = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
@@ -104,18 +110,21 @@ def _build(groups: list[tuple[Path, ...]], size: int, data_path: Path, workers: 
     return rows, errors
 
 
-def build_cache(items: list[Pair] | list[Path], size: int, cache_dir: Path, workers: int = 0) -> Path:
+def build_cache(items: list[Pair] | list[Path], size: int, cache_dir: Path, workers: int = 0, role: Role = "vi",
+                ir_range: Range | None = None) -> Path:
     """The path of an up-to-date cache .npy for these items at size x size, building it if needed.
 
     The file name carries a hash of the source list, so different data sets can share cache_dir.
     `workers` decoding processes are used for the build (0 = in this process). Each image is resized
     on its own, as PairDataset does in resize mode, so pairs of different sizes are accepted
     (size_mismatch="resize"); unreadable items are left out with a warning and listed in the index.
+    Single images are read as `role` (pairs as IR, VIS), a high-depth IR image over ir_range when given.
     """
     if not items:
         raise CrossFuseError(f"{cache_dir}: nothing to cache (no items given)")
     groups, names = _groups(items)
     kind = "pairs" if len(groups[0]) == 2 else "images"
+    roles: tuple[Role, ...] = ("ir", "vi") if kind == "pairs" else (role,)
     listing = json.dumps([[str(path) for path in group] for group in groups]).encode()
     data_path = Path(cache_dir) / f"{kind}-{size}-{hashlib.sha1(listing).hexdigest()[:12]}.npy"
     index_path = data_path.with_suffix(".json")
@@ -123,6 +132,8 @@ def build_cache(items: list[Pair] | list[Path], size: int, cache_dir: Path, work
         "version": CACHE_VERSION,
         "size": size,
         "resize": _RESIZE,
+        "roles": list(roles),
+        "ir_range": list(ir_range) if ir_range else None,
         "names": names,
         "sources": [[_stat(path) for path in group] for group in groups],
     }
@@ -132,7 +143,7 @@ def build_cache(items: list[Pair] | list[Path], size: int, cache_dir: Path, work
     try:
         data_path.parent.mkdir(parents=True, exist_ok=True)
         index_path.unlink(missing_ok=True)
-        rows, errors = _build(groups, size, data_path, workers)
+        rows, errors = _build(groups, size, data_path, workers, roles, ir_range)
     except OSError as err:
         raise CrossFuseError(f"{data_path}: cannot write the cache ({err})") from err
     if not rows:

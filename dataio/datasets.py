@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dataio.images import read_gray, read_size
+from dataio.images import Range, Role, read_gray, read_size
 from dataio.pairs import Pair
 from utils.errors import CrossFuseError
 
@@ -99,7 +99,8 @@ class _FileDataset(Dataset):
     """Items are tuples of image files; shared by the pair and single-image datasets."""
 
     def __init__(self, items: list[tuple], names: list[str], transform: ImageTransform, seed: int,
-                 on_error: str, size_mismatch: str = "resize") -> None:
+                 on_error: str, size_mismatch: str = "resize", roles: tuple[Role, ...] = ("ir", "vi"),
+                 ir_range: Range | None = None) -> None:
         _check_choice("on_error", on_error, _ON_ERROR)
         _check_choice("size_mismatch", size_mismatch, _SIZE_MISMATCH)
         if not items:
@@ -111,6 +112,8 @@ class _FileDataset(Dataset):
         self.epoch = 0
         self.on_error = on_error
         self.size_mismatch = size_mismatch
+        self.roles = roles  # what each file of an item is, which decides how it is read
+        self.ir_range = ir_range
         self.skipped = 0
         self.skipped_files: list[Path] = []
         self._bad: set[int] = set()
@@ -129,7 +132,7 @@ class _FileDataset(Dataset):
 
     def _load(self, index: int) -> list[torch.Tensor]:
         files = self.items[index]
-        images = [read_gray(path) for path in files]
+        images = [read_gray(path, role, self.ir_range) for path, role in zip(files, self.roles, strict=True)]
         self._check_sizes(files, [image.shape for image in images])
         return self.transform(images, item_rng(self.seed, self.epoch, index))
 
@@ -187,9 +190,9 @@ class PairDataset(_FileDataset):
     """
 
     def __init__(self, pairs: list[Pair], transform: ImageTransform, seed: int = 0, on_error: str = "skip",
-                 size_mismatch: str = "resize") -> None:
+                 size_mismatch: str = "resize", ir_range: Range | None = None) -> None:
         super().__init__([(pair.ir, pair.vi) for pair in pairs], [pair.name for pair in pairs], transform,
-                         seed, on_error, size_mismatch)
+                         seed, on_error, size_mismatch, ("ir", "vi"), ir_range)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         ir, vi = self.load(index)
@@ -197,11 +200,12 @@ class PairDataset(_FileDataset):
 
 
 class ImageDataset(_FileDataset):
-    """Single-image tensors for stage 1 (each modality's auto-encoder)."""
+    """Single-image tensors for stage 1 (each modality's auto-encoder); role says which modality."""
 
-    def __init__(self, files: list[Path], transform: ImageTransform, seed: int = 0, on_error: str = "skip") -> None:
+    def __init__(self, files: list[Path], transform: ImageTransform, seed: int = 0, on_error: str = "skip",
+                 role: Role = "vi", ir_range: Range | None = None) -> None:
         super().__init__([(Path(path),) for path in files], [Path(path).stem for path in files], transform,
-                         seed, on_error)
+                         seed, on_error, roles=(role,), ir_range=ir_range)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.load(index)[0]

@@ -4,6 +4,7 @@ Every file gets a matching key made of its folder path (with modality folder nam
 lwir/visible blanked out) and its stem (with a modality prefix such as IR_/VIS stripped), so one
 matcher covers KAIST trees, ir/vi folders and TNO-style IRn/VISn names alike.
 """
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,15 +63,28 @@ def _folder_images(folder: Path, what: str) -> list[Path]:
         raise CrossFuseError(f"{folder}: {what} folder does not exist")
     if not folder.is_dir():
         raise CrossFuseError(f"{folder}: {what} path is not a folder")
-    files = [
-        path
-        for path in folder.rglob("*")
-        if is_image_file(path) and not any(p.startswith(".") for p in path.relative_to(folder).parts)
-    ]
+    files = [path for path in _walk(folder) if is_image_file(path)]
     if not files:
         suffixes = " ".join(sorted(IMAGE_EXTENSIONS))
         raise CrossFuseError(f"{folder}: {what} folder contains no images ({suffixes})")
     return sorted(files, key=lambda p: natural_key(str(p)))
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file under folder, following symlinked folders (Path.rglob on Python 3.11 does not), each real
+    folder once so a link back up cannot loop; dot-files and dot-folders are skipped."""
+    seen = {os.path.realpath(folder)}
+    files = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(top, name))
+            if not name.startswith(".") and real not in seen:
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
+        files += [Path(top, name) for name in names if not name.startswith(".")]
+    return files
 
 
 def find_images(folder: Path) -> list[Path]:

@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 
 from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
 from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit
+from dataio.images import Role, parse_range
 from dataio.pairs import Pair, find_images, find_pairs
 from utils.args_base import Settings
 from utils.cores import loader_workers
@@ -49,14 +50,21 @@ def _cache_dir(config: Settings) -> Path:
         return Path(config.out_root) / "cache"
 
 
-def make_dataset(items: list[Pair] | list[Path], config: Settings) -> Dataset:
-    """Decoding (PairDataset/ImageDataset) or memory-mapped cache datasets of the configured transform."""
+def make_dataset(items: list[Pair] | list[Path], config: Settings, role: Role = "vi") -> Dataset:
+    """Decoding (PairDataset/ImageDataset) or memory-mapped cache datasets of the configured transform.
+
+    Single images are read as `role` (their modality), pairs as IR and VIS; IR over the configured ir_range.
+    """
     transform = ImageTransform(config.image_size, config.crop, config.hflip, config.vflip)
     pairs = bool(items) and isinstance(items[0], Pair)
+    ir_range = parse_range(config.ir_range, "ir_range")
     if config.cache:
-        path = build_cache(items, config.image_size, _cache_dir(config), workers=loader_workers(config.workers))
+        path = build_cache(items, config.image_size, _cache_dir(config), loader_workers(config.workers), role, ir_range)
         return (CachedPairDataset if pairs else CachedImageDataset)(path, transform, config.seed)
-    dataset = (PairDataset if pairs else ImageDataset)(items, transform, config.seed, config.on_error)
+    if pairs:
+        dataset = PairDataset(items, transform, config.seed, config.on_error, ir_range=ir_range)
+    else:
+        dataset = ImageDataset(items, transform, config.seed, config.on_error, role, ir_range)
     skipped = dataset.validate()
     if skipped:
         print(f"warning: {skipped} unreadable or mismatched items left out (on_error=raise stops instead)",
@@ -76,7 +84,7 @@ def preview_batch(dataset: Dataset, config: Settings) -> tuple[torch.Tensor, ...
     if getattr(config, "test_dir", ""):
         pairs = find_pairs(Path(config.test_dir)).pairs[: config.preview_images]
         transform = ImageTransform(config.image_size)
-        dataset = PairDataset(pairs, transform, config.seed, "raise")
+        dataset = PairDataset(pairs, transform, config.seed, "raise", ir_range=parse_range(config.ir_range, "ir_range"))
     items = [dataset[i] for i in range(min(config.preview_images, len(dataset)))]
     items = [item if isinstance(item, tuple) else (item,) for item in items]
     return tuple(torch.stack(parts) for parts in zip(*items, strict=True)) if items else ()

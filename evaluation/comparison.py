@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage2
+from dataio.images import parse_range
 from dataio.pairs import Pair, find_pairs
 from evaluation import analysis, comparison_report, guards, report_plots, stats
 from evaluation.folder_scores import Scores, rule_scores, usable_metrics
@@ -133,7 +134,7 @@ def compare(args: argparse.Namespace) -> dict:
     runs = load_runs(args)
     trained = {a: group for a, group in runs.items() if group[0].log is not None}
     pairs, source = find_test_pairs(args, [r for group in runs.values() for r in group])
-    sources = [read_pair(p) for p in pairs]
+    sources = [read_pair(p, ir_range=parse_range(args.ir_range)) for p in pairs]
     profile = profiles.get_profile(args.profile)
     metrics, skipped = usable_metrics(sources, profile)
     scorer = Scorer(pairs, sources, metrics, device, profile)
@@ -240,6 +241,8 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     parser.add_argument("--test-vi", type=Path, help="test VIS folder (with --test-ir)")
     parser.add_argument("--reference", type=Path, help="folder of the paper's released checkpoints: one more column")
     parser.add_argument("--out", type=Path, help="report folder (default STUDY/report, reports/compare, reports/demo)")
+    parser.add_argument("--ir-range", default="", metavar="LOW,HIGH",
+                        help="read a 16-bit/float test IR image's LOW..HIGH as 0..255 (docs/images.md)")
     parser.add_argument("--max-images", type=int, help="use only the first N test pairs (default: all)")
     parser.add_argument("--curve-images", type=int, default=4,
                         help="test pairs scored at saved epochs for quality against compute (default 4; 0 = off)")

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataio.datasets import to_ir_size
-from dataio.images import is_image_file, read_gray
+from dataio.images import Range, is_image_file, read_gray
 from dataio.pairs import Pair
 from dataio.toolbox_readers import read_as
 from evaluation.guards import image_flags, reference_fusions
@@ -89,8 +89,11 @@ def fused_for(pair: Pair, index: dict[str, list[Path]]) -> list[Path]:
 
 
 def score_folder(fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] | None = None,
-                 desc: str | None = None, profile: Profile = SUITE) -> dict:
+                 desc: str | None = None, profile: Profile = SUITE, ir_range: Range | None = None) -> dict:
     """Score every pair's fused image in `fused_dir` with the profile's reader and metrics.
+
+    Fused images are read at their true scale (16-bit / 257, float x 255), sources as fuse.py reads them
+    (a high-depth IR image over ir_range when given).
 
     A VIS image of another size than its IR image is scored at the IR image's size, as fuse.py fuses
     such pairs. Returns {"mean": {metric: v}, "std": {...}, "per_image": {pair name: {metric: v}},
@@ -121,11 +124,12 @@ def score_folder(fused_dir: Path, pairs: Sequence[Pair], metrics: Sequence[str] 
             missing.append(f"{pair.name} (several fused images)")
             continue
         try:
-            f, a, b = (read_as(profile.reader, path) for path in (candidates[0], pair.ir, pair.vi))
+            f = read_as(profile.reader, candidates[0], "fused")
+            a, b = read_as(profile.reader, pair.ir, "ir", ir_range), read_as(profile.reader, pair.vi)
             resized += a.shape != b.shape
             per_image[pair.name] = score(profile, f, a, to_ir_size(a, b), metrics, label=str(candidates[0]))
-            ir = read_gray(pair.ir)
-            raised = image_flags(read_gray(candidates[0]), ir, to_ir_size(ir, read_gray(pair.vi)))
+            ir = read_gray(pair.ir, "ir", ir_range)
+            raised = image_flags(read_gray(candidates[0], "fused"), ir, to_ir_size(ir, read_gray(pair.vi)))
         except (CrossFuseError, MetricError) as err:
             problems.append(str(err))
             missing.append(f"{pair.name} (fused image could not be scored)")

@@ -73,7 +73,7 @@ class Scorer:
             per_image = cached["per_image"]
             if cached.get("names") != names or any(set(per_image[n]) != set(self.metrics) for n in names):
                 return None
-            return per_image, [read_gray(p) for p in pngs]
+            return per_image, [read_gray(p, "fused") for p in pngs]
         except (OSError, ValueError, KeyError, TypeError, AttributeError, CrossFuseError):
             return None
 

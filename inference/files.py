@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from dataio.datasets import to_ir_size
-from dataio.images import is_color, read_gray, read_ycbcr, write_gray, write_ycbcr_as_rgb
+from dataio.images import Range, is_color, read_gray, read_ycbcr, write_gray, write_ycbcr_as_rgb
 from dataio.pairs import Pair
 from net.model import CrossFuse
 from utils.device import autocast
@@ -22,10 +22,11 @@ def fuse_gray(model: CrossFuse, ir: np.ndarray, vi: np.ndarray, device: torch.de
     return fused.float().clamp(0, 255).round().to(torch.uint8)[0, 0].cpu().numpy()
 
 
-def read_pair(pair: Pair, same_size: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(pair: Pair, same_size: bool = False, ir_range: Range | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Both images as uint8 luma at the IR image's size: a VIS image of another size is resized to it,
-    as training reads such pairs (dataio.datasets.to_ir_size); same_size=True refuses it instead."""
-    ir, vi = read_gray(pair.ir), read_gray(pair.vi)
+    as training reads such pairs (dataio.datasets.to_ir_size); same_size=True refuses it instead.
+    A high-depth IR image is stretched over ir_range when given (dataio.images.read_gray)."""
+    ir, vi = read_gray(pair.ir, "ir", ir_range), read_gray(pair.vi)
     if ir.shape != vi.shape and same_size:
         raise CrossFuseError(f"{pair.ir} is {ir.shape[1]}x{ir.shape[0]} but {pair.vi} is "
                              f"{vi.shape[1]}x{vi.shape[0]}: sizes differ (without --same-size such a pair "
@@ -34,10 +35,10 @@ def read_pair(pair: Pair, same_size: bool = False) -> tuple[np.ndarray, np.ndarr
 
 
 def fuse_pair(model: CrossFuse, pair: Pair, out: Path, device: torch.device, amp: bool = False,
-              gray: bool = False, same_size: bool = False) -> Path:
+              gray: bool = False, same_size: bool = False, ir_range: Range | None = None) -> Path:
     """Read, check, fuse and write one pair at the IR image's size; a colour VIS image keeps its chroma
     (resized with it) unless gray."""
-    fused = fuse_gray(model, *read_pair(pair, same_size), device, amp)
+    fused = fuse_gray(model, *read_pair(pair, same_size, ir_range), device, amp)
     if gray or not is_color(pair.vi):
         write_gray(out, fused)
     else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dataio.images import parse_range
 from net.config import FEATURE_NORMS, OUTPUT_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from training.presets import DEMO, PRESETS, overrides
 from utils.args_base import Settings, defaults
@@ -38,6 +39,17 @@ def above(low: float) -> Check:
 
 def one_of(*choices: str) -> Check:
     return (lambda v, _: v in choices), f"one of {', '.join(choices)}"
+
+
+def range_text() -> Check:
+    """A value range as dataio.images.parse_range reads it, or empty."""
+    def is_range(value: Any, _: dict[str, Any]) -> bool:
+        try:
+            parse_range(str(value))
+        except CrossFuseError:
+            return False
+        return True
+    return is_range, "LOW,HIGH with LOW < HIGH, or empty"
 
 
 STRIDE = 8  # deep features are 1/8 of the input; a training image must hold at least one token
@@ -87,6 +99,7 @@ SETTINGS: dict[str, Setting] = {
     "cache": Setting(),
     "on_error": Setting(one_of("skip", "raise")),
     "workers": Setting(at_least(0), auto=True),
+    "ir_range": Setting(range_text(), **DATA),
     "test_dir": Setting(),
     # losses
     "w_mse": Setting(at_least(0), **TRAINING),

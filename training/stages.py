@@ -16,6 +16,7 @@ from torch import nn
 
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage1, Stage2
+from dataio.images import parse_range
 from dataio.pairs import find_pairs
 from dataio.training_data import make_dataset, preview_batch, training_images, training_pairs
 from formats import run_layout
@@ -204,12 +205,14 @@ def fuse_test_set(config: Settings, out_dir: Path, device: torch.device) -> Test
     if not config.test_dir:
         return None
     pairs = find_pairs(Path(config.test_dir)).pairs
+    ir_range = parse_range(config.ir_range, "ir_range")
     for pair in pairs:  # a bad test pair fails now, not after the first epoch's training
-        read_pair(pair)
+        read_pair(pair, ir_range=ir_range)
 
     def fuse_all(model: nn.Module, epoch: int) -> None:
         for pair in pairs:
-            fuse_pair(model, pair, out_dir / "test" / f"epoch_{epoch}" / f"{pair.name}.png", device, gray=True)
+            fuse_pair(model, pair, out_dir / "test" / f"epoch_{epoch}" / f"{pair.name}.png", device, gray=True,
+                      ir_range=ir_range)
 
     return fuse_all
 
@@ -224,7 +227,7 @@ def stage1_job(config: Stage1, modality: str) -> Job:
     """One modality's autoencoder on its images, writing autoencoder/auto_encoder_epoch_N_<modality>.model."""
     torch.manual_seed(config.seed)
     out_dir = STAGE1.dir(config.out_root)
-    dataset = make_dataset(training_images(config, modality), config)
+    dataset = make_dataset(training_images(config, modality), config, modality)
 
     def save(m: nn.Module, epoch: int) -> list[Path]:
         path = run_layout.autoencoder_file(out_dir, modality, epoch)
