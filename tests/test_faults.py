@@ -31,16 +31,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run(script: str, *argv: str, cwd: Path = ROOT) -> Result | subprocess.CompletedProcess:
-    """The script in this process, but the study in one of its own (it installs a SIGTERM handler and
-    starts training processes)."""
-    if script != "study.py":
-        return run_script(script, *argv, cwd=cwd, env={"OMP_NUM_THREADS": "1"})
-    return subprocess.run([sys.executable, str(ROOT / script), *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=ENV)
+def run(script: str, *argv: str, cwd: Path = ROOT) -> Result:
+    return run_script(script, *argv, cwd=cwd, env={"OMP_NUM_THREADS": "1"})
 
 
-def one_line(result: Result | subprocess.CompletedProcess, *fragments: str) -> str:
+def one_line(result: Result, *fragments: str) -> str:
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) >= 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
