@@ -47,7 +47,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)} (all)")
     parser.add_argument("--seeds", help="comma-separated seeds, each >= 0 (0,1,2; 0,1 with --demo)")
-    parser.add_argument("--test", type=Path, help="test pairs (ir/ and vi/ inside) for the comparison")
+    parser.add_argument("--test", action="append", default=[], metavar="[NAME=]DIR",
+                        help="test pairs (ir/ and vi/ inside) for the comparison; repeatable: a report per set and "
+                             "a summary across them")
     parser.add_argument("--name", help="study name: runs go to ROOT/NAME/ (default study; demo with --demo)")
     parser.add_argument("--root", type=Path, default=Path("runs"), help="folder of studies (default runs)")
     parser.add_argument("--demo", action="store_true", help="three arms x two seeds at demo scale on synthetic data")
@@ -81,14 +83,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--nproc must be at least 1")
     args.gpus = [g for g in (args.gpus or "").split(",") if g]
     if args.demo:
-        args.test = args.test or Path(STUDY_DEMO_DATA) / "test"
+        args.test = args.test or [str(Path(STUDY_DEMO_DATA) / "test")]
     return args, overrides
 
 
 def compare_argv(args: argparse.Namespace, study: Path) -> list[str]:
     argv = ["--study", str(study), "--baseline", args.baseline, "--profile", args.profile]
-    if args.test:
-        argv += ["--test", str(args.test)]
+    for test in args.test:
+        argv += ["--test", test]
     if args.curve_images is not None:
         argv += ["--curve-images", str(args.curve_images)]
     return argv

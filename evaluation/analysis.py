@@ -235,3 +235,49 @@ def training_differences(runs: dict[str, list[Run]]) -> dict[str, dict[str, Any]
         if len({json.dumps(v) for v in values.values()}) > 1:
             differ[key] = values
     return differ
+
+
+def beats(value: float, rule: float, metric: str) -> bool:
+    """Whether a score is better than a rule's, in the metric's direction."""
+    return value > rule if higher_is_better(metric) else value < rule
+
+
+def across_sets(reports: dict[str, dict[str, Any]], alpha: float) -> dict[str, Any]:
+    """The comparison over several test sets, from each set's report: per set the approaches' scores beside
+    the pixel-mean rule (and how many runs beat it), and per approach and metric the test against the
+    baseline on every set, Holm-adjusted across every (set, metric) test the summary counts, with the
+    sets on which each verdict holds."""
+    first = next(iter(reports.values()))
+    baseline = first["baseline"]
+    summary: dict[str, Any] = {
+        "alpha": alpha, "baseline": baseline, "runs": first["runs"], "single_run": first["single_run"],
+        "sets": {name: {"source": r["test"]["source"], "pairs": r["test"]["pairs"], "metrics": r["test"]["metrics"],
+                        "profile": r["test"]["profile"], "report": f"{name}/report.md",
+                        "grid": f"{name}/{r['plots']['grid']}" if r["plots"].get("grid") else None,
+                        "flagged": {a: len(by_name) for a, by_name in r["flags"].items()}}
+                 for name, r in reports.items()},
+        "pixel_mean": {name: r["reference_rules"]["pixel-mean"]["mean"] for name, r in reports.items()},
+        "scores": {name: {a: {k: s[k] for k in ("mean", "sd", "run_means")} for a, s in r["scores"].items()}
+                   for name, r in reports.items()},
+        "training_differences": first["training_differences"],
+        "comparison": {}, "holds": {}}
+    summary["runs_beating_pixel_mean"] = {
+        name: {a: {m: sum(beats(run[m], summary["pixel_mean"][name][m], m) for run in s["run_means"])
+                   for m in reports[name]["test"]["metrics"]}
+               for a, s in summary["scores"][name].items()} for name in reports}
+    for approach in first["comparison"]:
+        tests = [(name, m, result) for name, r in reports.items() for m, result in r["comparison"][approach].items()]
+        adjusted = stats.holm([result["p_value"] for _, _, result in tests])
+        table: dict[str, dict[str, Any]] = {}
+        for (name, m, result), p in zip(tests, adjusted, strict=True):
+            verdict = stats.verdict(result, p, alpha)
+            if verdict != stats.SAME and result.get("flag_driven"):
+                verdict = "withheld (flag-driven)"
+            table.setdefault(m, {})[name] = {k: result[k] for k in ("diff", "ci_low", "ci_high", "p_value")} | {
+                "p_holm_sets": p, "verdict": verdict}
+        summary["comparison"][approach] = table
+        summary["holds"][approach] = {m: {v: [name for name, c in per_set.items() if c["verdict"] == v]
+                                          for v in dict.fromkeys(c["verdict"] for c in per_set.values())}
+                                      for m, per_set in table.items()}
+    summary["tests_corrected"] = {a: sum(len(t) for t in table.values()) for a, table in summary["comparison"].items()}
+    return summary

@@ -205,11 +205,41 @@ def compare(args: argparse.Namespace) -> dict:
     return report
 
 
+def compare_sets(args: argparse.Namespace) -> dict:
+    """One test set: compare(). Several: a whole comparison per set in OUT/NAME/ (the quality-against-time
+    curve on the first set only: it scores saved epochs, the costliest part), then the summary across the
+    sets in OUT/ (report.md, report.json), with Holm's correction over every (set, metric) test."""
+    if len(args.tests) < 2:
+        return compare(args)
+    check_writable(args.out, "report folder")
+    reports = {}
+    for k, (name, folder) in enumerate(args.tests):
+        print(f"test set {name} ({folder}): comparing", file=sys.stderr, flush=True)
+        reports[name] = compare(argparse.Namespace(**{**vars(args), "test": folder, "tests": [(name, folder)],
+                                                      "out": args.out / name,
+                                                      "curve_images": args.curve_images if k == 0 else 0}))
+    summary = analysis.across_sets(reports, args.alpha)
+    try:
+        write_text(args.out / "report.json", json.dumps(json_ready(summary), indent=2) + "\n")
+        comparison_report.write_sets_markdown(summary, args.out)
+    except (OSError, CrossFuseError) as e:
+        raise CrossFuseError(f"{args.out}: cannot write the report ({getattr(e, 'strerror', None) or e})") from None
+    return summary
+
+
 def _named(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIR")
     return name, Path(path)
+
+
+def _test_set(text: str) -> tuple[str, Path]:
+    """--test DIR or --test NAME=DIR: a test folder and the name its report goes under (default: the folder's)."""
+    name, sep, path = text.partition("=")
+    if sep and name and path and "/" not in name:
+        return name, Path(path)
+    return Path(text).resolve().name, Path(text)
 
 
 def _epoch(text: str) -> tuple[str, int]:
@@ -236,7 +266,9 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
                         help="checkpoint epoch of an approach's runs (default: the last); repeatable")
     parser.add_argument("--epoch-two-stage", type=int, help="same as --epoch two-stage=N")
     parser.add_argument("--epoch-end-to-end", type=int, help="same as --epoch end-to-end=N")
-    parser.add_argument("--test", type=Path, help="test folder with ir/ and vi/ pairs (default: the configured one)")
+    parser.add_argument("--test", type=_test_set, action="append", default=[], metavar="[NAME=]DIR",
+                        help="test folder with ir/ and vi/ pairs (default: the configured one); repeatable: one "
+                             "report per set in OUT/NAME/ and a summary across the sets in OUT/")
     parser.add_argument("--test-ir", type=Path, help="test IR folder (with --test-vi)")
     parser.add_argument("--test-vi", type=Path, help="test VIS folder (with --test-ir)")
     parser.add_argument("--reference", type=Path, help="folder of the paper's released checkpoints: one more column")
@@ -257,10 +289,17 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     profiles.get_profile(args.profile)
     if args.study and args.run:
         parser.error("give --study or --run, not both")
+    args.tests = args.test
     if args.demo:
         args.root = Path("models/demo")
-        if not (args.test or args.test_ir or args.test_vi):
-            args.test = Path("data/demo/test")
+        if not (args.tests or args.test_ir or args.test_vi):
+            args.tests = [("test", Path("data/demo/test"))]
+    names = [name for name, _ in args.tests]
+    if len(set(names)) < len(names):
+        parser.error(f"--test: two test sets named alike ({', '.join(names)}); name them as --test NAME=DIR")
+    if len(args.tests) > 1 and (args.test_ir or args.test_vi):
+        parser.error("--test-ir/--test-vi give one test set; give several as --test NAME=DIR")
+    args.test = args.tests[0][1] if len(args.tests) == 1 else None
     default_out = args.study / "report" if args.study else Path("reports/demo" if args.demo else "reports/compare")
     args.out = args.out or default_out
     args.epoch = dict(args.epoch)
@@ -279,5 +318,7 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
 def cli(argv: list[str], description: str | None = None) -> int:
     """Compare as the command line asks, print the report's summary: the exit code."""
     args = parse_args(argv, description)
-    print(comparison_report.summary(compare(args), args.out))
+    report = compare_sets(args)
+    print(comparison_report.sets_summary(report, args.out) if "sets" in report
+          else comparison_report.summary(report, args.out))
     return 0

@@ -221,3 +221,75 @@ def summary(report: dict, out: Path) -> str:
     flagged = sum(len(by_name) for by_name in report["flags"].values())
     lines += [f"guards: {flagged} fused image(s) flagged (see report.md)"] if flagged else []
     return "\n".join(lines + ["", f"report written to {out / 'report.md'}"])
+
+
+# ---------------------------------------------------------------- several test sets
+
+
+def set_quality_rows(summary: dict, name: str) -> list[list[str]]:
+    """One test set: the pixel-mean rule, then each approach's mean ± sd across runs with how many of its
+    runs beat the rule ([k/n])."""
+    metrics, rule = summary["sets"][name]["metrics"], summary["pixel_mean"][name]
+    rows = [["", *metrics], ["rule: pixel-mean", *(number(rule[m]) for m in metrics)]]
+    for approach, s in summary["scores"][name].items():
+        beat, n = summary["runs_beating_pixel_mean"][name][approach], len(s["run_means"])
+        rows.append([f"{approach} (n={n})", *(f"{mean_sd(s['mean'][m], s['sd'][m])} [{beat[m]}/{n}]"
+                                               for m in metrics)])
+    return rows
+
+
+def set_verdict_rows(summary: dict, approach: str) -> list[list[str]]:
+    """One approach against the baseline: per metric its verdict on every set (difference, Holm p across
+    sets), and on which sets each verdict holds."""
+    sets = list(summary["sets"])
+    rows = [["metric", *sets, "holds on"]]
+    for m, per_set in summary["comparison"][approach].items():
+        cells = [f"{c['verdict']} ({number(c['diff'], 3, sign=True)}, p {number(c['p_holm_sets'], 2)})"
+                 if (c := per_set.get(name)) else "-" for name in sets]
+        holds = "; ".join(f"{v}: {', '.join(names)}" for v, names in summary["holds"][approach][m].items())
+        rows.append([m, *cells, holds])
+    return rows
+
+
+def sets_summary(summary: dict, out: Path) -> str:
+    """What a comparison over several test sets prints at the end."""
+    lines = ["approaches: " + ", ".join(f"{a} x {len(r)} runs" for a, r in summary["runs"].items())]
+    for name, s in summary["sets"].items():
+        rows = set_quality_rows(summary, name)
+        flagged = sum(s["flagged"].values())
+        lines += ["", f"{name}: {s['source']} ({s['pairs']} pairs)" + (f"; {flagged} flagged image(s)" if flagged
+                                                                        else ""), format_table(rows[0], rows[1:])]
+    for approach in summary["comparison"]:
+        rows = set_verdict_rows(summary, approach)
+        lines += ["", f"{approach} against {summary['baseline']}, Holm across {summary['tests_corrected'][approach]} "
+                      "(set, metric) tests:", format_table(rows[0], rows[1:])]
+    differ = summary["training_differences"]
+    lines += ["", "NOT TRAINED ALIKE: " + ", ".join(differ) if differ else "trained alike"]
+    return "\n".join(lines + ["", f"summary written to {out / 'report.md'}, one report per set beside it"])
+
+
+def write_sets_markdown(summary: dict, out: Path) -> None:
+    """OUT/report.md of a comparison over several test sets: the summary, and a link and a grid per set."""
+    alpha, baseline = summary["alpha"], summary["baseline"]
+    lines = ["# CrossFuse training approaches over several test sets: " + " vs ".join(summary["runs"]), "",
+             *differences_box(summary), "## Per test set", "",
+             "Mean ± standard deviation across runs of each run's mean score; [k/n]: k of the n runs beat the "
+             "pixel-mean rule on that metric (in its direction). Each set's own report has every table, the "
+             "verdicts within the set, the flagged images and the plots.", ""]
+    for name, s in summary["sets"].items():
+        flagged = ", ".join(f"{a} {n}" for a, n in s["flagged"].items() if n) or "none"
+        lines += [f"### {name}", "", f"`{s['source']}`, {s['pairs']} pairs, profile `{s['profile']}`; flagged images: "
+                  f"{flagged}; [full report]({s['report']})", "", markdown_table(set_quality_rows(summary, name)), ""]
+        if s["grid"]:
+            lines += [f"![{name}: fused images]({s['grid']})", ""]
+    lines += [f"## Against {baseline}, across the sets", "",
+              "Per set the difference of means (approach − baseline) and the Wilcoxon p-value of that set's report, "
+              f"with Holm's correction over every (set, metric) test of the approach; better or worse needs Holm p < "
+              f"{alpha} and the set's interval to exclude zero. The last column says on which sets each verdict holds: "
+              "an approach that differs on one set and not on another is the finding.", ""]
+    if summary["single_run"]:
+        lines += [f"> **Note:** {SINGLE_RUN_NOTE}.", ""]
+    for approach in summary["comparison"]:
+        lines += [f"### {approach} ({summary['tests_corrected'][approach]} tests)", "",
+                  markdown_table(set_verdict_rows(summary, approach)), ""]
+    write_text(out / "report.md", "\n".join(lines))

@@ -1,5 +1,6 @@
 """compare_training_approaches.py on tiny fake runs, and evaluation/stats.py on cases with known answers."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -377,6 +378,43 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
     per_image, fused = scorer.scores(run, 3, images=True)
     assert per_image == report["per_image"]["warm-start"]["seed_1"] and len(fused) == 6
     assert scorer.scores(run, 2, 2)[0].keys() == {p.name for p in pairs[:2]}
+
+
+def test_several_test_sets_get_a_report_each_and_a_summary_with_holm_across_them(study_dir, tmp_path, capsys):
+    """--test NAME=DIR, repeated: a whole report per set in OUT/NAME/, and OUT/report.md with every set's
+    scores beside the pixel-mean rule and each verdict with Holm's correction over all (set, metric) tests."""
+    other = make_test_set(tmp_path / "other", pairs=5, size=44)
+    out = tmp_path / "sets"
+    code, stdout, _ = run_main(["--study", study_dir, "--test", f"first={tmp_path / 'test'}", "--test",
+                                f"second={other}", "--out", out, "--curve-images", 2, "--bootstrap", 200], capsys)
+    assert code == 0
+    summary = json.loads((out / "report.json").read_text())
+    per_set = {name: json.loads((out / name / "report.json").read_text()) for name in ("first", "second")}
+    assert list(summary["sets"]) == ["first", "second"] and per_set["second"]["test"]["pairs"] == 5
+    assert per_set["first"]["curves"] and not per_set["second"]["curves"]  # the costly curve on the first set only
+    for approach in ("end-to-end", "warm-start"):
+        tests = [(name, m) for name, r in per_set.items() for m in r["comparison"][approach]]
+        assert summary["tests_corrected"][approach] == len(tests)
+        adjusted = stats.holm([per_set[name]["comparison"][approach][m]["p_value"] for name, m in tests])
+        for (name, m), p in zip(tests, adjusted, strict=True):
+            cell = summary["comparison"][approach][m][name]
+            assert cell["p_holm_sets"] == pytest.approx(p, nan_ok=True)
+            assert cell["p_holm_sets"] >= per_set[name]["comparison"][approach][m]["p_holm"] or math.isnan(p)
+        for holds in summary["holds"][approach].values():
+            assert sorted(n for names in holds.values() for n in names) == ["first", "second"]
+    for name, r in per_set.items():
+        assert summary["pixel_mean"][name] == r["reference_rules"]["pixel-mean"]["mean"]
+        runs_means = r["scores"]["end-to-end"]["run_means"]
+        beat = summary["runs_beating_pixel_mean"][name]["end-to-end"]["Qabf"]
+        assert beat == sum(run["Qabf"] > r["reference_rules"]["pixel-mean"]["mean"]["Qabf"] for run in runs_means)
+        assert (out / name / "report.md").is_file() and (out / name / "fused_grid.png").is_file()
+    markdown = (out / "report.md").read_text()
+    assert "### first" in markdown and "### second" in markdown and "(first/fused_grid.png)" in markdown
+    assert "holds on" in markdown and "[full report](second/report.md)" in markdown
+    assert "first: " in stdout and "second: " in stdout and "holds on" in stdout
+    with pytest.raises(SystemExit) as stop:
+        compare.main(["--study", str(study_dir), "--test", f"x={other}", "--test", f"x={other}"])
+    assert stop.value.code == 2 and "two test sets named alike" in capsys.readouterr().err
 
 
 def test_identical_approaches_give_no_significant_difference(study_dir, tmp_path, capsys):
