@@ -144,7 +144,9 @@ def table(results: dict) -> str:
             [["", r["variant"], r["stage"], str(r["batch"]), f"{r['seconds']:.2f}", *rates(r)]
              for r in results["train"]], "<<<" + ">" * 7)]
     load = results.get("load")
-    if load is not None:
+    if load is not None and "skipped" in load:
+        lines.append(f"\nunder load       skipped: {load['skipped']}")
+    elif load is not None:
         alone = load["alone_seconds"]
         lines.append(f"\nunder load       end_to_end step, batch {load['batch']} at {load['size']} px: "
                      f"alone {alone:.2f} s")

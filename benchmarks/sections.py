@@ -1,7 +1,6 @@
 """What bench.py measures, each function run in a fresh process: the matmul ceiling, fusion latency,
 training steps of each stage (the trainer's own step, optimiser and loss, the args files' settings),
 a step beside a busy process, and the data pipeline."""
-import math
 import multiprocessing
 import statistics
 import tempfile
@@ -145,6 +144,8 @@ def measure_load(settings: BenchSettings) -> dict[str, Any]:
     threads utils.cores picks (the cores left idle). Fair: slower by at most 1 / (1 - its share)."""
     from utils.cores import allowed_cores, free_threads
 
+    if len(allowed_cores()) < 2:
+        return {"skipped": "one core: a busy process beside the step leaves no idle core to pick"}
     device = setup(settings)
     size = 32 if settings.quick else 128
     run = training_step("end_to_end", device, 2, size, "fp32")
@@ -167,7 +168,7 @@ def measure_load(settings: BenchSettings) -> dict[str, Any]:
     share = 1 / len(allowed_cores())
     seconds = statistics.median(alone)
     return {"size": size, "batch": 2, "threads": settings.threads, "picked_threads": picked,
-            "other_share": share, "allowed_slowdown": 1 / (1 - share) if share < 1 else math.inf,
+            "other_share": share, "allowed_slowdown": 1 / (1 - share),
             "alone_seconds": seconds, "crowded_seconds": statistics.median(crowded),
             "picked_seconds": statistics.median(adapted), "times": {"alone": alone, "crowded": crowded,
                                                                     "picked": adapted}}
