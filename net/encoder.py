@@ -1,4 +1,6 @@
 """The per-modality encoder and the stage-1 autoencoder built around it."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,6 +11,14 @@ from net.layers import MIN_SIDE, ConvLayer, DenseBlock, pad_to, reflect_pad, row
 ENCODER_BAND_PIXELS = 2**18  # half-resolution pixels a dense-block band covers at inference, besides its context
 SHALLOW_BAND_PIXELS = 2**19  # full-resolution pixels of shallow features made at once at inference
 PERIOD = 4  # half-resolution rows per deep-feature row: band edges stay on this period
+
+
+def full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off, for the shallow layer: the fusion decoder weighs the two shallow maps by their local
+    activity |x - A_3(x)|, which in flat regions (a clear sky) is as small as bf16's rounding of the map;
+    from bf16 maps the weights follow the rounding and put blobs of the other source into the sky. A
+    1 -> 32 channel layer costs little in float32."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 class ShallowFeatures:
@@ -32,7 +42,8 @@ class ShallowFeatures:
         (reflection only at the image's own edges)."""
         h = self.x.shape[-2]
         band = self.x[..., max(0, start - 1) : min(h, stop + 1), :]
-        return self.layer.valid(to_channels_last(reflect_pad(band, 1, 1, int(start == 0), int(stop == h))))
+        with full_precision(band):
+            return self.layer.valid(to_channels_last(reflect_pad(band, 1, 1, int(start == 0), int(stop == h))))
 
     def var_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image, per-channel (B x C) variance and mean over the whole map, as torch.var_mean
@@ -65,7 +76,8 @@ class Encoder(nn.Module):
         x = x / 255
         if not torch.is_grad_enabled():
             x = to_channels_last(x)  # every later activation follows the input's layout
-        sh = self.shallow(x)
+        with full_precision(x):
+            sh = self.shallow(x)
         half = F.max_pool2d(sh, 2)
         return sh, self.deep(half) if torch.is_grad_enabled() else self.deep_in_bands(half)
 

@@ -102,6 +102,7 @@ class FusionDecoder(nn.Module):
         return out
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)  # autocast's: statistics of such maps are taken in float32
 FLAT_RANGE = 1e-3  # an output whose max - min is below this share of its magnitude is flat
 FULL_STRETCH_INPUTS = 64  # inputs spanning at least this many grey levels get the reference's full stretch
 
@@ -178,6 +179,7 @@ def standardise_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ..
     a grid at the token period. Centred features give the CAM the inputs' content only; one common
     factor keeps the activity weights wx, wy (ratios of the two modalities) as they were.
     """
+    a, b = (x.float() if x.dtype in LOW_PRECISION else x for x in (a, b))  # bf16 (--amp): centre in float32
     std = joint_std(a, b)
     return a / std, b / std, (a - a.mean(dim=(2, 3), keepdim=True)) / std, (b - b.mean(dim=(2, 3), keepdim=True)) / std
 
@@ -187,8 +189,11 @@ def shallow_rows(sh: Shallow, start: int, stop: int) -> torch.Tensor:
 
 
 def channel_var_mean(x: Shallow) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image, per-channel (B x C) variance and mean."""
-    return x.var_mean() if isinstance(x, ShallowFeatures) else torch.var_mean(x, dim=(2, 3), correction=0)
+    """Per-image, per-channel (B x C) variance and mean, in float32 at least: from bf16 features (--amp) the
+    statistics would keep 8 bits, too few for a spread that is small beside the mean."""
+    if isinstance(x, ShallowFeatures):
+        return x.var_mean()
+    return torch.var_mean(x.float() if x.dtype in LOW_PRECISION else x, dim=(2, 3), correction=0)
 
 
 def joint_std(a: Shallow, b: Shallow) -> torch.Tensor:
@@ -220,7 +225,11 @@ class FusionNet(nn.Module):
     def finish(self, z: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         """The decoder's output as grey levels, by the model's output_norm and the input images: the
         reference's stretch (output_span), or standardised to the inputs' statistics and, at inference,
-        clamped to 0..255 (in training the loss sees the values as they are, gradients included)."""
+        clamped to 0..255 (in training the loss sees the values as they are, gradients included).
+        Under bf16 autocast z is bf16: its statistics and the stretch are taken in float32, since 8 bits of
+        mantissa cannot hold a spread that is small beside the mean (the fused image collapsed to grey)."""
+        if z.dtype in LOW_PRECISION:
+            z = z.float()
         if self.cfg.output_norm == "minmax":
             return stretch_output(z, *output_span(ir, vi))
         out = standardise_output(z, *output_stats(self.cfg.output_norm, ir, vi), self.out_gain, self.out_offset)

@@ -7,6 +7,7 @@ from args_two_stage import Stage1, Stage2
 from cli.training_start import settings
 from formats.checkpoint import load_crossfuse, save_model
 from net.config import ConfigError, ModelConfig
+from net.encoder import Encoder
 from net.layers import box_mean_3x3, brighter_source
 from net.model import CrossFuse, output_stats, standardise_pair
 from training.optim import lr_at
@@ -82,6 +83,37 @@ def test_standardised_output_takes_its_statistics_from_the_inputs(kind):
         model.fusion.out_offset.fill_(5.0)  # far outside 0..255: inference clamps, training does not
         fused = model(ir, vi)
     assert fused.min() >= 0 and fused.max() <= 255 and fused.max() == 255
+
+
+@pytest.mark.parametrize("kind", ["minmax", "standard", "rule"])
+def test_bf16_outputs_and_features_get_their_statistics_in_float32(kind):
+    """Under --amp the decoder's output and the features are bf16, whose 8 bits of mantissa cannot hold a
+    spread that is small beside the mean: taken in bf16, the standardisation turned trained models' TNO
+    fusions into flat grey. In float32 a bf16 map gives what its float32 copy gives."""
+    torch.manual_seed(0)
+    fusion = CrossFuse(ModelConfig(**TINY, output_norm=kind)).fusion.eval()
+    ir, vi = 255 * torch.rand(1, 1, 24, 24), 200 * torch.rand(1, 1, 24, 24)
+    z = (1000 + torch.randn(1, 1, 24, 24)).bfloat16()  # a spread of 1 beside a mean of 1000
+    with torch.no_grad():
+        torch.testing.assert_close(fusion.finish(z, ir, vi), fusion.finish(z.float(), ir, vi))
+        assert fusion.finish(z, ir, vi).std() > 1
+    a, b = ((500 + torch.randn(1, 4, 12, 12)).bfloat16() for _ in range(2))
+    for got, want in zip(standardise_pair(a, b), standardise_pair(a.float(), b.float()), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_the_shallow_layer_runs_in_float32_under_bf16_autocast():
+    """The decoder weighs the shallow maps by their local activity, which in a flat sky is as small as bf16's
+    rounding: under autocast the shallow layer stays float32 (whole maps in training, bands at inference)."""
+    encoder = Encoder(ModelConfig(**{k: TINY[k] for k in ("shallow", "growth", "deep")})).eval()
+    x = 255 * torch.rand(1, 1, 40, 40)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        sh, de = encoder(x)
+        lazy, _ = encoder.encode_lazily(x)
+        band = lazy.rows(0, 40)
+    assert sh.dtype == band.dtype == torch.float32 and de.dtype == torch.bfloat16
+    with torch.no_grad():
+        torch.testing.assert_close(sh, encoder(x)[0])
 
 
 def test_rule_statistics_are_those_of_the_loss_target():
