@@ -57,6 +57,7 @@ class EndToEnd(Settings):
     feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/)
     cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/); False = reference
     output_norm = "minmax"  # minmax (reference: stretch to 0..255); standard or rule: from the inputs' statistics
+    deep_weights = "signed"  # signed (reference: channel sums, which can cancel) or magnitude: never negative (docs/)
     # warm start: begin the encoders from stage-1 weights, then train everything jointly as above
     init_from = ""  # a stage-1 output folder (out_root or its autoencoder/): its latest epoch's encoders
     init_ir_encoder = ""  # or the encoder files themselves (any .model holding an encoder)

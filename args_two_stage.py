@@ -109,6 +109,7 @@ class Stage2(Settings):
     feature_norm = "none"  # none (reference) or standard: features centred + scaled at the hand-off (docs/)
     cam_gate = False  # True: CAM output x a learned scalar starting at 0 (docs/); False = reference
     output_norm = "minmax"  # minmax (reference: stretch to 0..255); standard or rule: from the inputs' statistics
+    deep_weights = "signed"  # signed (reference: channel sums, which can cancel) or magnitude: never negative (docs/)
     # the frozen encoders
     ir_encoder = ""  # stage-1 files; "" = the latest epoch in out_root/autoencoder
     vi_encoder = ""

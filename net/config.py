@@ -5,6 +5,7 @@ from typing import Any
 TEMPERATURES = ("fixed", "block", "head")
 FEATURE_NORMS = ("none", "standard")
 OUTPUT_NORMS = ("minmax", "standard", "rule")
+DEEP_WEIGHTS = ("signed", "magnitude")
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,7 @@ class ModelConfig:
     feature_norm: str = "none"  # "none" (the reference) or "standard": see net.model.standardise_pair
     cam_gate: bool = False  # True: the CAM output is scaled by a learned scalar starting at 0 (not in the reference)
     output_norm: str = "minmax"  # "minmax" (the reference's stretch), "standard" or "rule": see net.model.output_stats
+    deep_weights: str = "signed"  # "signed" (the reference) or "magnitude": see net.model.FusionDecoder.deep_weights
 
     def __post_init__(self) -> None:
         small = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
@@ -43,6 +45,8 @@ class ModelConfig:
             raise ConfigError(f"feature_norm={self.feature_norm!r}: expected one of {', '.join(FEATURE_NORMS)}")
         if self.output_norm not in OUTPUT_NORMS:
             raise ConfigError(f"output_norm={self.output_norm!r}: expected one of {', '.join(OUTPUT_NORMS)}")
+        if self.deep_weights not in DEEP_WEIGHTS:
+            raise ConfigError(f"deep_weights={self.deep_weights!r}: expected one of {', '.join(DEEP_WEIGHTS)}")
         if self.embed % self.heads:
             raise ConfigError(f"heads={self.heads} does not divide the token width {self.embed} (deep * patch^2)")
         if self.tile % self.patch:

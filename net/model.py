@@ -37,6 +37,7 @@ class FusionDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
+        self.magnitude = cfg.deep_weights == "magnitude"
         self.conv1 = ConvBN(cfg.deep, cfg.decoder)
         self.conv2 = ConvBN(cfg.decoder, cfg.decoder)
         self.conv3 = ConvBN(cfg.decoder, cfg.shallow)
@@ -50,8 +51,7 @@ class FusionDecoder(nn.Module):
         features are ShallowFeatures only at inference (eval mode, no gradient)."""
         if not torch.is_grad_enabled():
             cf = to_channels_last(cf)  # the CAM reassembles NCHW; the decoder follows the encoders' NHWC
-        with torch.no_grad():  # the reference detaches both pairs of weights
-            wx, wy = normalise_pair_(box_mean_3x3(ir_de), box_mean_3x3(vi_de))
+        wx, wy = self.deep_weights(ir_de, vi_de)
         z = cf + wx * ir_de + wy * vi_de
         z = upsample(self.conv1(z))
         z = upsample(self.conv2(z))
@@ -62,6 +62,20 @@ class FusionDecoder(nn.Module):
             ir_sh, vi_sh = ir_sh / sh_std, vi_sh / sh_std
         z = pad_to(self.conv4(upsample(z)), *ir_sh.shape[-2:])
         return self.blend(z, ir_sh, vi_sh)
+
+    @torch.no_grad()  # the reference detaches both pairs of weights
+    def deep_weights(self, ir_de: torch.Tensor, vi_de: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """wx = gx / (gx + gy + 1e-6), wy likewise, from each deep map's local activity g.
+
+        "signed" (the reference): g = A_3(x), local means summed over the channels. The encoders have no
+        activation, so these sums can be negative, and where the two cancel the weights have a pole: on a
+        bright flat VIS sky over a dark IR one they reach -2418 and 398 (TNO 08, docs/cpu-study.md), and the
+        decoder draws a dark-cored blob with a bright rim there. "magnitude": g = A_3(|x|), never negative,
+        so the weights stay in [0, 1] and share every position between the two maps.
+        """
+        if self.magnitude:
+            ir_de, vi_de = ir_de.abs(), vi_de.abs()
+        return normalise_pair_(box_mean_3x3(ir_de), box_mean_3x3(vi_de))
 
     def blend(self, z: torch.Tensor, ir_sh: torch.Tensor, vi_sh: torch.Tensor,
               rows: slice = slice(None)) -> torch.Tensor:

@@ -116,6 +116,28 @@ def test_the_shallow_layer_runs_in_float32_under_bf16_autocast():
         torch.testing.assert_close(sh, encoder(x)[0])
 
 
+@pytest.mark.parametrize("deep_weights", ["signed", "magnitude"])
+def test_deep_weights_of_a_flat_sky_whose_channel_sums_cancel(deep_weights):
+    """A flat dark IR sky beside a flat bright VIS sky whose deep channel sums slowly turn from cancelling the
+    IR's to not (as trained encoders give on TNO 08, docs/cpu-study.md): the reference's signed sums put a pole
+    in the weights there, a dark-cored, bright-rimmed blob in the decoder's output; magnitudes keep the
+    weights in [0, 1] and the output as flat as its inputs."""
+    torch.manual_seed(0)
+    decoder = CrossFuse(ModelConfig(**TINY, deep_weights=deep_weights)).fusion.decoder.eval()
+    h, w = 6, 16
+    ir_de = torch.ones(1, 8, h, w)
+    vi_de = -1 - 0.01 * (torch.arange(w) - 7.5).view(1, 1, 1, w).expand(1, 8, h, w)  # sums cross -IR's mid-map
+    wx, wy = decoder.deep_weights(ir_de, vi_de)
+    flat_sky = torch.full((1, 4, 8 * h, 8 * w), 0.5)
+    with torch.no_grad():
+        z = decoder(torch.zeros(1, 8, h, w), flat_sky, ir_de, flat_sky, vi_de)
+    if deep_weights == "signed":
+        assert wx.abs().max() > 100 and z.max() - z.min() > 50  # the pole, and the blob it draws
+    else:
+        assert wx.min() >= 0 and wy.min() >= 0 and (wx + wy).max() <= 1
+        assert z.max() - z.min() < 0.05
+
+
 def test_rule_statistics_are_those_of_the_loss_target():
     ir, vi = 255 * torch.rand(1, 1, 30, 30), 255 * torch.rand(1, 1, 30, 30)
     mean, std = output_stats("rule", ir, vi)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dataio.images import parse_range
-from net.config import FEATURE_NORMS, OUTPUT_NORMS, TEMPERATURES, ConfigError, ModelConfig
+from net.config import DEEP_WEIGHTS, FEATURE_NORMS, OUTPUT_NORMS, TEMPERATURES, ConfigError, ModelConfig
 from training.presets import DEMO, PRESETS, overrides
 from utils.args_base import Settings, defaults
 from utils.atomic import atomic_write
@@ -72,7 +72,7 @@ MODEL = dict(allowed=at_least(1), fixed=True)  # widths, depths, tile, heads: wh
 TRAINING = dict(fair=True)
 MODEL_WIDTHS = ("shallow", "growth", "dense_layers", "deep", "decoder", "tile", "patch", "heads", "mlp_ratio",
                 "self_depth", "cross_depth")
-MODEL_SETTINGS = (*MODEL_WIDTHS, "temperature", "feature_norm", "cam_gate", "output_norm")
+MODEL_SETTINGS = (*MODEL_WIDTHS, "temperature", "feature_norm", "cam_gate", "output_norm", "deep_weights")
 """The settings that build the network, each a net.config.ModelConfig field."""
 
 SETTINGS: dict[str, Setting] = {
@@ -111,6 +111,7 @@ SETTINGS: dict[str, Setting] = {
     "temperature": Setting(one_of(*TEMPERATURES), fixed=True, fair=True),
     "feature_norm": Setting(one_of(*FEATURE_NORMS), fixed=True, fair=True),
     "cam_gate": Setting(fixed=True, fair=True),
+    "deep_weights": Setting(one_of(*DEEP_WEIGHTS), fixed=True, fair=True),
     "output_norm": Setting(one_of(*OUTPUT_NORMS), fixed=True, fair=True),
     # where the encoders come from (stage 2, warm start)
     "ir_encoder": Setting(by_study=True),
