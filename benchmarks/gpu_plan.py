@@ -90,6 +90,9 @@ def storage_bytes(tensors: list[torch.Tensor]) -> int:
 def plan_stage(stage: str, argv: list[str]) -> dict[str, Any]:
     """One training step of `stage` with its args file and argv's overrides, measured without data."""
     job, config = stage_job(stage, argv)
+    if config.train_num < 1:
+        raise CrossFuseError(f"--plan: {stage} has train_num={config.train_num} (all of its data set), so the "
+                             "schedule's length is unknown: give --train_num=N")
     model, runtime = job.model, Runtime(torch.device("cpu"))
     trainable = [p for p in model.parameters() if p.requires_grad]
     with FakeTensorMode(allow_non_fake_inputs=True):

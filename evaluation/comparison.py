@@ -3,8 +3,10 @@ load every run, fuse and score its checkpoint on the test set, test each approac
 analyse, plot and write the report folder (docs/comparison.md).
 """
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,15 @@ def run_entry(run: Run) -> dict[str, Any]:
             "stage1_loss_files": {m: str(log.path) for m, log in run.stage1.items()}}
 
 
+@contextlib.contextmanager
+def report_errors(out: Path) -> Iterator[None]:
+    """A failure while writing the report folder as one line naming it."""
+    try:
+        yield
+    except (OSError, CrossFuseError) as e:
+        raise CrossFuseError(f"{out}: cannot write the report ({getattr(e, 'strerror', None) or e})") from None
+
+
 def compare(args: argparse.Namespace) -> dict:
     """Everything: load, fuse, score, test, analyse, plot; writes the report and returns its numbers."""
     out, baseline = args.out, args.baseline
@@ -165,7 +176,7 @@ def compare(args: argparse.Namespace) -> dict:
     power = [f"with {len(pairs)} test pairs and {len(metrics)} metrics no difference can be significant after "
              f"Holm's correction (the smallest possible adjusted p is {floor:.2g}); use more test pairs"
              ] if floor >= args.alpha and len(runs) > 1 else []
-    try:
+    with report_errors(out):
         plots = report_plots.plot_losses({a: [r.log for r in group] for a, group in trained.items()}, out)
         plots["cost"] = report_plots.plot_cost(costs, out)
         plots["grid"] = report_plots.plot_grid(names[:GRID_PAIRS], sources[:GRID_PAIRS], fused, baseline, out)
@@ -200,8 +211,6 @@ def compare(args: argparse.Namespace) -> dict:
         write_text(out / "report.json", json.dumps(json_ready(report), indent=2) + "\n")
         comparison_report.write_tables(report, out)
         comparison_report.write_markdown(report, out)
-    except (OSError, CrossFuseError) as e:
-        raise CrossFuseError(f"{out}: cannot write the report ({getattr(e, 'strerror', None) or e})") from None
     return report
 
 
@@ -219,11 +228,9 @@ def compare_sets(args: argparse.Namespace) -> dict:
                                                       "out": args.out / name,
                                                       "curve_images": args.curve_images if k == 0 else 0}))
     summary = analysis.across_sets(reports, args.alpha)
-    try:
+    with report_errors(args.out):
         write_text(args.out / "report.json", json.dumps(json_ready(summary), indent=2) + "\n")
         comparison_report.write_sets_markdown(summary, args.out)
-    except (OSError, CrossFuseError) as e:
-        raise CrossFuseError(f"{args.out}: cannot write the report ({getattr(e, 'strerror', None) or e})") from None
     return summary
 
 

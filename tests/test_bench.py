@@ -143,11 +143,14 @@ def test_fusion_measurement_runs_every_variant_on_cpu():
         assert row["variant"] == variant and positive(row["seconds"]) and positive(row["flops"])
 
 
-def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch():
+def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch(tmp_path, capsys):
     """bench.py --plan: a step at the args files' settings, measured without data; the parts add up to the
-    peak, activations grow with the batch while the FLOPs per pair and the weights do not."""
+    peak, activations grow with the batch while the FLOPs per pair and the weights do not. Its --json file
+    is read back."""
     narrow = [*ENCODER, *FUSION, "--image_size=64", "--epochs=2", "--train_num=10"]
-    rows = gpu_plan.plan(["--batch=2", *narrow])
+    assert bench.main(["--plan", "--json", str(tmp_path / "plan.json"), "--batch=2", *narrow]) == 0
+    rows = json.loads((tmp_path / "plan.json").read_text())["plan"]
+    assert capsys.readouterr().out.strip() == gpu_plan.format_plan(rows)
     assert [r["stage"] for r in rows] == ["stage1", "stage2", "end_to_end"]
     for row in rows:
         parts = ("weights", "gradient", "optimizer", "input", "activation")
@@ -161,6 +164,8 @@ def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch():
     text = gpu_plan.format_plan(rows)
     assert "end_to_end: batch 2 at 64 px, 2 epochs of 10 pairs" in text and "A100 80GB" in text
     assert "the seed says 5-8 GB" in text
+    with pytest.raises(CrossFuseError, match="train_num=0 .* give --train_num=N"):
+        gpu_plan.plan_stage("end_to_end", [*narrow, "--train_num=0"])
     with pytest.raises(CrossFuseError, match="--plan --bogus=1: not a --key=value setting"):
         bench.main(["--plan", "--bogus=1"])
     with pytest.raises(CrossFuseError, match="--batch=3: not a bench.py option"):
