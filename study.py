@@ -48,8 +48,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)} (all)")
     parser.add_argument("--seeds", help="comma-separated seeds, each >= 0 (0,1,2; 0,1 with --demo)")
     parser.add_argument("--test", action="append", default=[], metavar="[NAME=]DIR",
-                        help="test pairs (ir/ and vi/ inside) for the comparison; repeatable: a report per set and "
-                             "a summary across them")
+                        help="test pairs (ir/ and vi/ inside) for the comparison; DIR[START:END] takes those pairs "
+                             "of it; repeatable: a report per set and a summary across them")
     parser.add_argument("--name", help="study name: runs go to ROOT/NAME/ (default study; demo with --demo)")
     parser.add_argument("--root", type=Path, default=Path("runs"), help="folder of studies (default runs)")
     parser.add_argument("--demo", action="store_true", help="three arms x two seeds at demo scale on synthetic data")

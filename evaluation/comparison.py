@@ -5,6 +5,7 @@ analyse, plot and write the report folder (docs/comparison.md).
 import argparse
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,9 +77,13 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
         scan, source = find_pairs(test), str(test)
     for path in scan.unpaired:
         print(f"warning: no partner for {path}", file=sys.stderr)
-    if not scan.pairs:
-        raise CrossFuseError(f"{source}: no IR/VIS pairs found")
-    return scan.pairs[: args.max_images] if args.max_images else scan.pairs, source
+    pairs = scan.pairs[args.test_span]
+    if args.test_span != slice(None):
+        source += f"[{args.test_span.start or ''}:{args.test_span.stop or ''}]"
+    if not pairs:
+        raise CrossFuseError(f"{source}: no IR/VIS pairs found" + (f" (the folder holds {len(scan.pairs)})"
+                                                                  if scan.pairs else ""))
+    return pairs[: args.max_images] if args.max_images else pairs, source
 
 
 @dataclass
@@ -222,9 +227,10 @@ def compare_sets(args: argparse.Namespace) -> dict:
         return compare(args)
     check_writable(args.out, "report folder")
     reports = {}
-    for k, (name, folder) in enumerate(args.tests):
+    for k, (name, folder, span) in enumerate(args.tests):
         print(f"test set {name} ({folder}): comparing", file=sys.stderr, flush=True)
-        reports[name] = compare(argparse.Namespace(**{**vars(args), "test": folder, "tests": [(name, folder)],
+        reports[name] = compare(argparse.Namespace(**{**vars(args), "test": folder, "test_span": span,
+                                                      "tests": [(name, folder, span)],
                                                       "out": args.out / name,
                                                       "curve_images": args.curve_images if k == 0 else 0}))
     summary = analysis.across_sets(reports, args.alpha)
@@ -241,12 +247,16 @@ def _named(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def _test_set(text: str) -> tuple[str, Path]:
-    """--test DIR or --test NAME=DIR: a test folder and the name its report goes under (default: the folder's)."""
+def _test_set(text: str) -> tuple[str, Path, slice]:
+    """--test [NAME=]DIR[[START:END]]: a test folder, the name its report goes under (default: the folder's) and
+    which of its pairs, in the folder's order (e.g. roadscene[200:]: the pairs a train_num = 200 run never saw)."""
+    span = slice(None)
+    if match := re.fullmatch(r"(.+)\[(\d*):(\d*)\]", text):
+        text, span = match[1], slice(int(match[2]) if match[2] else None, int(match[3]) if match[3] else None)
     name, sep, path = text.partition("=")
     if sep and name and path and "/" not in name:
-        return name, Path(path)
-    return Path(text).resolve().name, Path(text)
+        return name, Path(path), span
+    return Path(text).resolve().name, Path(text), span
 
 
 def _epoch(text: str) -> tuple[str, int]:
@@ -274,8 +284,9 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     parser.add_argument("--epoch-two-stage", type=int, help="same as --epoch two-stage=N")
     parser.add_argument("--epoch-end-to-end", type=int, help="same as --epoch end-to-end=N")
     parser.add_argument("--test", type=_test_set, action="append", default=[], metavar="[NAME=]DIR",
-                        help="test folder with ir/ and vi/ pairs (default: the configured one); repeatable: one "
-                             "report per set in OUT/NAME/ and a summary across the sets in OUT/")
+                        help="test folder with ir/ and vi/ pairs (default: the configured one); DIR[START:END] takes "
+                             "those pairs of it in order; repeatable: one report per set in OUT/NAME/ and a summary "
+                             "across the sets in OUT/")
     parser.add_argument("--test-ir", type=Path, help="test IR folder (with --test-vi)")
     parser.add_argument("--test-vi", type=Path, help="test VIS folder (with --test-ir)")
     parser.add_argument("--reference", type=Path, help="folder of the paper's released checkpoints: one more column")
@@ -300,13 +311,13 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     if args.demo:
         args.root = Path("models/demo")
         if not (args.tests or args.test_ir or args.test_vi):
-            args.tests = [("test", Path("data/demo/test"))]
-    names = [name for name, _ in args.tests]
+            args.tests = [("test", Path("data/demo/test"), slice(None))]
+    names = [name for name, *_ in args.tests]
     if len(set(names)) < len(names):
         parser.error(f"--test: two test sets named alike ({', '.join(names)}); name them as --test NAME=DIR")
     if len(args.tests) > 1 and (args.test_ir or args.test_vi):
         parser.error("--test-ir/--test-vi give one test set; give several as --test NAME=DIR")
-    args.test = args.tests[0][1] if len(args.tests) == 1 else None
+    args.test, args.test_span = args.tests[0][1:] if len(args.tests) == 1 else (None, slice(None))
     default_out = args.study / "report" if args.study else Path("reports/demo" if args.demo else "reports/compare")
     args.out = args.out or default_out
     args.epoch = dict(args.epoch)
