@@ -51,7 +51,7 @@ def format_flags(results: dict[str, dict]) -> str:
     lines = [f"  [{method}] {name}: {'; '.join(raised)}" for method, r in results.items()
              for name, raised in r.get("flags", {}).items()]
     if not lines:
-        return "guards: no fused image flagged (collapsed, periodic artefact, tile seams)"
+        return "guards: no fused image flagged (collapsed, periodic artefact, tile seams, blobs)"
     return "\n".join([f"guards: {len(lines)} fused image(s) flagged; look at them before trusting their scores:",
                        *lines])
 

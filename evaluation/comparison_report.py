@@ -102,8 +102,9 @@ def flagged_section(report: dict) -> list[str]:
     """The guards' findings: which fused images metrics misjudge, with thumbnails, and what that does to verdicts."""
     flagged = [(a, name, what) for a, by_name in report["flags"].items() for name, what in by_name.items()]
     if not flagged:
-        return ["Guards (evaluation/guards.py: collapsed contrast, periodic pattern at the token period, tile seams, "
-                "output independent of the input): no fused image flagged.", ""]
+        return ["Guards (evaluation/guards.py: collapsed contrast, periodic pattern at the token period, tile "
+                "seams, blobs outside both sources' local range, output independent of the input): no fused image "
+                "flagged.", ""]
     driven = [f"{a} {m}" for a, by_metric in report["comparison"].items() for m, r in by_metric.items()
               if r.get("flag_driven")]
     lines = ["## Flagged images", "",

@@ -15,6 +15,9 @@ is suspect, the measured value and the threshold it was held against:
 | `seams` | steps at the tile borders (every `tile * 8` = 256 px; too few tiles | > `SEAM_RATIO` = 3 x the larger |
 | | per image for a spectrum): mean absolute step across border rows and | of the sources' ratios (and 1) |
 | | columns over the median step across all rows and columns | |
+| `blobs` | largest connected patch of fused pixels more than `BLOB_MARGIN` = 32 grey levels | > `BLOB_AREA` = |
+| | below the darker or above the brighter source anywhere within `BLOB_WINDOW` = 17 px | 16 pixels |
+| | (a dark core where both sources are bright, a bright rim where both are dark) | |
 | `input_dependence` | (model) correlation of the fused images of two different | > `DEPENDENCE_MARGIN` = 0.5 + the |
 | | pairs cut to one size, against that of their pixel-mean fusions | pixel-mean pair's (if positive) |
 
@@ -22,7 +25,9 @@ Scale of the thresholds: real fusions of TNO pairs keep 40-100% of the smaller s
 periodic energy close to the sources' (JPEG blocks and sensor patterns give the sources some), and
 their outputs for two scenes correlate as the scenes do (|r| < 0.3 mostly); the collapsed models of
 docs/cpu-study.md measure 4-17 grey levels of 16 px energy against 1-3.7 allowed (every TNO image
-flagged). tests/test_guards.py checks each detector on constructed cases.
+flagged). The bright-sky blobs of a signed-weights two-stage model span 34-694 pixels outside the margin
+(TNO 16, M3FD 00370 and 00896), real fusions of 30 validation pairs at most 5, and a 1.3x contrast
+stretch of the pixel mean none on any TNO pair. tests/test_guards.py checks each detector on constructed cases.
 """
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +42,9 @@ PERIODIC_RATIO = 2.0
 PERIODIC_FLOOR = 1.0
 SEAM_RATIO = 3.0
 DEPENDENCE_MARGIN = 0.5
+BLOB_WINDOW = 17  # a deep-feature pixel (8 x 8 image pixels) and one more on each side
+BLOB_MARGIN = 32.0
+BLOB_AREA = 16
 DEEP_STRIDE = 8  # three 2 x 2 max-pools: one deep-feature pixel covers 8 x 8 image pixels
 
 Fuse = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -129,6 +137,21 @@ def seams(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, cfg: ModelConfig = 
     return Flag(f"seams@{period}px", value > threshold, value, threshold)
 
 
+def blobs(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> Flag:
+    """Patches that neither source has: fused pixels far outside both sources' local range.
+
+    The pole of the signed deep activity weights draws a dark core with a bright rim into a flat sky
+    (docs/cpu-study.md); no global statistic sees a few hundred pixels, but no fusion of two sources
+    should leave their local range by more than a stretch of contrast does.
+    """
+    f, a, b = (np.asarray(x, dtype=np.float64) for x in (fused, ir, vi))
+    low = ndimage.minimum_filter(np.minimum(a, b), BLOB_WINDOW, mode="nearest")
+    high = ndimage.maximum_filter(np.maximum(a, b), BLOB_WINDOW, mode="nearest")
+    labels, count = ndimage.label((f < low - BLOB_MARGIN) | (f > high + BLOB_MARGIN))
+    value = float(np.bincount(labels.ravel())[1:].max()) if count else 0.0
+    return Flag("blobs", value > BLOB_AREA, value, BLOB_AREA)
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation, 0.0 when either image is constant."""
     a, b = (np.asarray(x, dtype=np.float64).ravel() for x in (a, b))
@@ -179,4 +202,5 @@ def input_dependence(fuse: Fuse, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
 
 def image_flags(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, cfg: ModelConfig = ModelConfig()) -> list[Flag]:
     """The model-free detectors' raised flags for one fused image (empty when it looks sound)."""
-    return [f for f in (collapsed(fused, ir, vi), periodic(fused, ir, vi, cfg), seams(fused, ir, vi, cfg)) if f.flagged]
+    checks = (collapsed(fused, ir, vi), periodic(fused, ir, vi, cfg), seams(fused, ir, vi, cfg), blobs(fused, ir, vi))
+    return [f for f in checks if f.flagged]

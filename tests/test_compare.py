@@ -382,15 +382,18 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
 
 def test_several_test_sets_get_a_report_each_and_a_summary_with_holm_across_them(study_dir, tmp_path, capsys):
     """--test NAME=DIR, repeated: a whole report per set in OUT/NAME/, and OUT/report.md with every set's
-    scores beside the pixel-mean rule and each verdict with Holm's correction over all (set, metric) tests."""
-    other = make_test_set(tmp_path / "other", pairs=5, size=44)
+    scores beside the pixel-mean rule and each verdict with Holm's correction over all (set, metric) tests.
+    DIR[START:END] takes a slice of a folder's pairs (the pairs a train_num run did not see)."""
+    other = make_test_set(tmp_path / "other", pairs=7, size=44)
     out = tmp_path / "sets"
     code, stdout, _ = run_main(["--study", study_dir, "--test", f"first={tmp_path / 'test'}", "--test",
-                                f"second={other}", "--out", out, "--curve-images", 2, "--bootstrap", 200], capsys)
+                                f"second={other}[2:]", "--out", out, "--curve-images", 2, "--bootstrap", 200], capsys)
     assert code == 0
     summary = json.loads((out / "report.json").read_text())
     per_set = {name: json.loads((out / name / "report.json").read_text()) for name in ("first", "second")}
     assert list(summary["sets"]) == ["first", "second"] and per_set["second"]["test"]["pairs"] == 5
+    assert per_set["second"]["test"]["names"] == [p.name for p in find_pairs(other).pairs[2:]]
+    assert per_set["second"]["test"]["source"] == f"{other}[2:]"
     assert per_set["first"]["curves"] and not per_set["second"]["curves"]  # the costly curve on the first set only
     for approach in ("end-to-end", "warm-start"):
         tests = [(name, m) for name, r in per_set.items() for m in r["comparison"][approach]]
@@ -415,6 +418,8 @@ def test_several_test_sets_get_a_report_each_and_a_summary_with_holm_across_them
     with pytest.raises(SystemExit) as stop:
         compare.main(["--study", str(study_dir), "--test", f"x={other}", "--test", f"x={other}"])
     assert stop.value.code == 2 and "two test sets named alike" in capsys.readouterr().err
+    code, _, err = run_main(["--study", study_dir, "--test", f"{other}[7:]", "--out", tmp_path / "none"], capsys)
+    assert code == 2 and f"{other}[7:]: no IR/VIS pairs found (the folder holds 7)" in err
 
 
 def test_identical_approaches_give_no_significant_difference(study_dir, tmp_path, capsys):

@@ -6,6 +6,7 @@ import pytest
 
 from dataio.images import read_gray
 from evaluation.guards import (
+    blobs,
     collapsed,
     image_flags,
     input_dependence,
@@ -132,3 +133,32 @@ def test_input_dependence_fuses_only_what_it_was_not_given(tno):
              for i in range(6) for j in ((i + 1) % 6, (i - 1) % 6)}
     assert fresh_calls == len(crops) < 12  # a crop shared by both neighbours is fused once
     assert len(calls) == sum(sizes[i] != (h, w) for i, h, w in crops) < fresh_calls
+
+
+def sky_blob(ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+    """The pixel-mean fusion with the pole's blob drawn into the top: a dark core beside a bright rim."""
+    out = mean_fusion(ir, vi).astype(np.float64)
+    out[8:20, 40:50], out[8:20, 50:56] = 0, 255
+    return out.astype(np.uint8)
+
+
+def test_a_dark_core_in_a_bright_sky_is_a_blob():
+    rng = np.random.default_rng(0)
+    ir = np.clip(60 + rng.normal(0, 2, (64, 96)), 0, 255).astype(np.uint8)  # a dark IR sky
+    vi = np.clip(200 + rng.normal(0, 2, (64, 96)), 0, 255).astype(np.uint8)  # a flat bright VIS sky
+    ir[40:], vi[40:] = 90, 60  # the ground
+    flag = blobs(sky_blob(ir, vi), ir, vi)
+    assert flag.flagged and flag.value == 12 * 16, flag  # the core (0 < 60 - 32) and the rim (255 > 200 + 32)
+    assert any(f.name == "blobs" for f in image_flags(sky_blob(ir, vi), ir, vi))
+    assert [f for f in image_flags(sky_blob(ir, vi), ir, vi) if f.name != "blobs"] == []  # no other guard sees it
+    for fused in reference_fusions(ir, vi).values():
+        assert not blobs(fused, ir, vi).flagged
+
+
+def test_a_contrast_stretch_of_a_real_fusion_is_not_a_blob(tno):
+    """A 1.3x stretch of the pixel mean leaves no pixel outside the margin on any TNO pair (at 1.5x, 32
+    pixels of pair 06 do: the margin is sized for fusions, which follow their sources' structure)."""
+    for i, (ir, vi) in enumerate(tno):
+        mean = mean_fusion(ir, vi).astype(np.float64)
+        stretched = np.clip((mean - mean.mean()) * 1.3 + mean.mean(), 0, 255).astype(np.uint8)
+        assert blobs(stretched, ir, vi).value == 0, f"TNO pair {i + 1}"
