@@ -60,6 +60,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--slurm", action="store_true", help="write a Slurm job array for the runs and stop")
     parser.add_argument("--no-compare", action="store_true", help="train only; no report")
     parser.add_argument("--curve-images", type=int, help="comparison: test pairs scored at saved epochs (4)")
+    parser.add_argument("--compare-amp", action="store_true",
+                        help="comparison: fuse in bf16 where the device has it natively (compare --amp)")
     parser.add_argument("--baseline", default=TWO_STAGE_ARM,
                         help=f"comparison: approach tested against ({TWO_STAGE_ARM})")
     parser.add_argument("--profile", default="suite", help="comparison: metric profile (suite, vifb, tang, crossfuse, "
@@ -93,6 +95,8 @@ def compare_argv(args: argparse.Namespace, study: Path) -> list[str]:
         argv += ["--test", test]
     if args.curve_images is not None:
         argv += ["--curve-images", str(args.curve_images)]
+    if args.compare_amp:
+        argv += ["--amp"]
     return argv
 
 

@@ -30,7 +30,7 @@ from metrics import profiles
 from metrics.profiles import SUITE, higher_is_better
 from training.stages import END_TO_END, END_TO_END_ARM, STAGE2, TWO_STAGE_ARM
 from utils.atomic import check_writable
-from utils.device import pick_device
+from utils.device import amp_note, native_bf16, pick_device
 from utils.errors import CrossFuseError
 
 GRID_PAIRS = 4
@@ -153,7 +153,10 @@ def compare(args: argparse.Namespace) -> dict:
     sources = [read_pair(p, ir_range=parse_range(args.ir_range)) for p in pairs]
     profile = profiles.get_profile(args.profile)
     metrics, skipped = usable_metrics(sources, profile)
-    scorer = Scorer(pairs, sources, metrics, device, profile)
+    amp = args.amp and native_bf16(device)
+    if note := amp_note(device, args.amp):
+        print(note, file=sys.stderr)
+    scorer = Scorer(pairs, sources, metrics, device, profile, amp)
     names = [p.name for p in pairs]
     scored = score_runs(runs, scorer, names, sources)
     per_run, fused, flags, thumbs = scored.per_run, scored.fused, scored.flags, scored.thumbs
@@ -200,6 +203,7 @@ def compare(args: argparse.Namespace) -> dict:
             + ([comparison_report.SINGLE_RUN_NOTE] if single else []),
             "runs": {a: [run_entry(r) for r in group] for a, group in runs.items()},
             "test": {"source": source, "pairs": len(pairs), "names": names, "profile": profile.name,
+                     "precision": "bf16" if amp else "fp32",
                      "profile_source": profile.source, "metrics": metrics, "skipped_metrics": skipped},
             "scores": {a: {k: v for k, v in s.items() if k != "arrays"} for a, s in summaries.items()},
             "reference_rules": rules, "flags": flags, "training_differences": analysis.training_differences(trained),
@@ -300,6 +304,8 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
                         help="saved epochs per run on that curve, spread evenly, the last included (default 3)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default 2000)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", help="fuse in bf16 where the device has it natively (about 2x "
+                        "on such a CPU; fidelity in docs/speed.md); the report says which precision fused")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--profile", default=SUITE.name, help="metric definitions and names: this suite's (default) or "
                         f"a toolbox's, one of {', '.join(profiles.PROFILES)} (see evaluate.py)")

@@ -149,9 +149,9 @@ def write_markdown(report: dict, out: Path) -> None:
                                for a, runs in report["runs"].items() for r in runs)])]
     lines += ["", *differences_box(report), *(f"> **Note:** {w}\n" for w in report["warnings"]),
               "## Fusion quality", "",
-              f"Test set: `{test['source']}`, {test['pairs']} pairs. Metric profile: `{test['profile']}` "
-              f"({test['profile_source']}). Mean ± standard deviation across runs of each run's mean score (no ± "
-              "with a single run); "
+              f"Test set: `{test['source']}`, {test['pairs']} pairs, fused in {test['precision']}. "
+              f"Metric profile: `{test['profile']}` ({test['profile_source']}). Mean ± standard deviation across "
+              "runs of each run's mean score (no ± with a single run); "
               + (f"lower is better for {', '.join(lower)}, higher for the others." if lower
                  else "every metric is higher-is-better."),
               "",

@@ -28,9 +28,11 @@ def _stamp(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def cache_key(files: list[Path], pairs: list[Pair], metrics: list[str], profile: str) -> str:
-    """Identifies a checkpoint's scores on a test set: changes when a file, an image or the metrics change."""
+def cache_key(files: list[Path], pairs: list[Pair], metrics: list[str], profile: str, amp: bool = False) -> str:
+    """Identifies a checkpoint's scores on a test set: changes when a file, an image, the metrics or the
+    fusion's precision change."""
     parts = [*map(_stamp, files), *(f"{_stamp(p.ir)}+{_stamp(p.vi)}" for p in pairs), profile, ",".join(metrics)]
+    parts += ["bf16"] if amp else []
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -43,6 +45,7 @@ class Scorer:
     metrics: list[str]
     device: torch.device
     profile: Profile = SUITE
+    amp: bool = False  # fuse in bf16 (utils.device.autocast: where the device has it natively)
     warned: bool = False
 
     def scores(self, run: Run, epoch: int, count: int | None = None,
@@ -50,7 +53,8 @@ class Scorer:
         """Per-image scores of a run's checkpoint on the first `count` pairs, and the fused images if asked."""
         pairs, sources = self.pairs[:count], self.sources[:count]
         files = [run.checkpoints[epoch], *run.encoder_files]
-        folder = run.folder / "eval" / f"{files[0].stem}_{cache_key(files, pairs, self.metrics, self.profile.name)}"
+        key = cache_key(files, pairs, self.metrics, self.profile.name, self.amp)
+        folder = run.folder / "eval" / f"{files[0].stem}_{key}"
         names = [p.name for p in pairs]
         pngs = [folder / "fused" / f"{i:04d}.png" for i in range(len(pairs))]
         if run.cache:
@@ -58,7 +62,7 @@ class Scorer:
             if cached is not None:
                 return cached
         model = run.load(epoch).to(self.device)
-        fused = [fuse_gray(model, ir, vi, self.device) for ir, vi in sources]
+        fused = [fuse_gray(model, ir, vi, self.device, self.amp) for ir, vi in sources]
         per_image = {n: score(self.profile, f, ir, vi, self.metrics, label=n)
                      for n, f, (ir, vi) in zip(names, fused, sources, strict=True)}
         if run.cache:

@@ -378,6 +378,11 @@ def test_study_report_k_approaches_n_runs_and_cache(study_dir, capsys, monkeypat
     per_image, fused = scorer.scores(run, 3, images=True)
     assert per_image == report["per_image"]["warm-start"]["seed_1"] and len(fused) == 6
     assert scorer.scores(run, 2, 2)[0].keys() == {p.name for p in pairs[:2]}
+    fused_in = []  # a bf16 fusion is another fusion: cached apart, never taken for the fp32 one
+    monkeypatch.setattr(scoring, "fuse_gray",
+                        lambda model, ir, vi, device, amp: fused_in.append(amp) or (ir // 2 + vi // 2))
+    bf16 = scoring.Scorer(pairs, [read_pair(p) for p in pairs], metrics, torch.device("cpu"), amp=True)
+    assert bf16.scores(run, 3)[0] != per_image and fused_in == [True] * 6
 
 
 def test_several_test_sets_get_a_report_each_and_a_summary_with_holm_across_them(study_dir, tmp_path, capsys):
