@@ -11,6 +11,7 @@ training sections run as fp32, bf16 autocast (amp) and torch.compile variants.
     python bench.py --data DIR           # RoadScene for the data section (default ../shared/data/roadscene)
     python bench.py --sections fusion --fusion-sizes 1024x1024,2048x2048   # 1 and 4 MP only
     python bench.py --plan [--batch=8 --image_size=256 ...]   # a GPU plan: memory, FLOPs, hours per GPU
+    python bench.py --sections versus --reference-code ../CrossFuse   # the authors' steps beside ours
 
 The training rows time the trainer's own step (training.trainer.train_step with its optimiser, loss
 functions and the settings of the args files), so an AMP row measures the step training runs.
@@ -32,6 +33,7 @@ import torch
 from benchmarks.gpu_plan import format_plan, plan
 from benchmarks.sections import measure_ceiling, measure_data, measure_fusion, measure_load, measure_training
 from benchmarks.timing import BenchSettings, in_fresh_process, isolated
+from benchmarks.versus import check_checkout, measure_versus
 from cli.entry import run_main
 from utils.atomic import atomic_write
 from utils.device import native_bf16, pick_device
@@ -39,7 +41,7 @@ from utils.errors import CrossFuseError
 from utils.tables import format_table
 
 ROADSCENE = Path("../shared/data/roadscene")  # --data's default, relative to the working directory
-SECTIONS = ("ceiling", "fusion", "train", "load", "data")
+SECTIONS = ("ceiling", "fusion", "train", "load", "data", "versus")
 VARIANTS = ("fp32", "amp", "compile")
 STAGES = ("stage1", "stage2", "end_to_end")
 FUSION_SIZES = ((512, 512), (1024, 1024), (2048, 2048), (576, 768))
@@ -58,9 +60,11 @@ def default_variants(device: torch.device) -> list[str]:
 
 
 def run(settings: BenchSettings, sections: list[str], variants: list[str], data: Path = ROADSCENE,
-        log: Callable[[str], None] = print, fusion_sizes: list[tuple[int, int]] | None = None) -> dict:
+        log: Callable[[str], None] = print, fusion_sizes: list[tuple[int, int]] | None = None,
+        reference_code: Path | None = None) -> dict:
     """Every requested measurement, each isolated (benchmarks.timing.isolated; `data`: the RoadScene
-    folder, `fusion_sizes`: (height, width) pairs); returns the JSON-ready results."""
+    folder, `fusion_sizes`: (height, width) pairs, `reference_code`: the authors' checkout for the
+    side-by-side steps); returns the JSON-ready results."""
     device = torch.device(settings.device)
     results: dict[str, Any] = {"meta": {**asdict(settings), "torch": torch.__version__, "sections": sections,
                                         "variants": variants, "device_name": device_name(device)}}
@@ -85,6 +89,12 @@ def run(settings: BenchSettings, sections: list[str], variants: list[str], data:
     if "data" in sections:
         log("data pipeline ...")
         results["data"] = in_fresh_process(measure_data, settings, data)
+    if "versus" in sections and reference_code is not None and device.type == "cpu":
+        results["versus"] = []
+        for variant in variants:
+            for stage in STAGES:
+                log(f"reference beside ours, {stage} {variant} ...")
+                results["versus"].append(in_fresh_process(measure_versus, settings, reference_code, stage, variant))
     add_fractions(results)
     return results
 
@@ -143,6 +153,13 @@ def table(results: dict) -> str:
             ["training step", "variant", "stage", "batch", "s/step", *costs],
             [["", r["variant"], r["stage"], str(r["batch"]), f"{r['seconds']:.2f}", *rates(r)]
              for r in results["train"]], "<<<" + ">" * 7)]
+    if results.get("versus"):
+        lines += ["", format_table(
+            ["beside the reference", "ours", "stage", "batch", "reference s/step", "ours s/step", "speed-up"],
+            [["", r["variant"], r["stage"], str(r["batch"]),
+              f"{r['reference_median_s']:.2f} ({min(r['reference_s']):.2f}-{max(r['reference_s']):.2f})",
+              f"{r['ours_median_s']:.2f} ({min(r['ours_s']):.2f}-{max(r['ours_s']):.2f})", f"{r['speedup']:.2f}x"]
+             for r in results["versus"]], "<<<" + ">" * 4)]
     load = results.get("load")
     if load is not None and "skipped" in load:
         lines.append(f"\nunder load       skipped: {load['skipped']}")
@@ -195,6 +212,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                                           f"{shown(FUSION_SIZES)}; quick {shown(QUICK_FUSION_SIZES)})")
     p.add_argument("--data", type=Path, default=ROADSCENE,
                    help="RoadScene folder (ir/, vi/) for the data section; skipped when absent (default %(default)s)")
+    p.add_argument("--reference-code", type=Path, help="a checkout of the authors' code (github.com/hli1221/CrossFuse, "
+                   "with timm installed): the versus section times its steps beside ours, alternating")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default %(default)s)")
     p.add_argument("--plan", action="store_true",
                    help="instead of timing: per stage the memory and FLOPs of a training step at the args files' batch "
@@ -245,7 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     variants = split_choices(args.variants, VARIANTS, "variants") if args.variants else default_variants(device)
     start, load_start = time.perf_counter(), os.getloadavg()
     sizes = parse_sizes(args.fusion_sizes) if args.fusion_sizes else None
-    results = run(settings, sections, variants, args.data, lambda text: print(text, file=sys.stderr, flush=True), sizes)
+    if "versus" in sections and args.reference_code is None and args.sections != ",".join(SECTIONS):
+        raise CrossFuseError("--sections versus needs --reference-code DIR (a checkout of "
+                             "github.com/hli1221/CrossFuse)")
+    if args.reference_code is not None:
+        check_checkout(args.reference_code)
+    results = run(settings, sections, variants, args.data, lambda text: print(text, file=sys.stderr, flush=True), sizes,
+                  args.reference_code)
     results["meta"]["total_seconds"] = time.perf_counter() - start
     results["meta"]["load_average"] = {"start": load_start, "end": os.getloadavg()}  # other work skews times
     check_finite(results)

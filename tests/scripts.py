@@ -14,7 +14,7 @@ import torch
 from cli.entry import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN_BOUNDARY = {"evaluate", "compare_training_approaches", "study", "bench"}  # main(argv) calls run_main itself
+OWN_BOUNDARY = {"evaluate", "compare_training_approaches", "study"}  # main(argv) calls run_main itself
 
 
 @dataclass

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import bench
-from benchmarks import gpu_plan, sections, timing
+from benchmarks import gpu_plan, sections, timing, versus
 from tests.conftest import ROOT
+from tests.scripts import run_script
 from tests.tiny import ENCODER, FUSION
 from utils.device import amp_note, autocast, to_device
 from utils.errors import CrossFuseError
@@ -170,3 +171,53 @@ def test_the_gpu_plan_splits_the_peak_and_scales_with_the_batch(tmp_path, capsys
         bench.main(["--plan", "--bogus=1"])
     with pytest.raises(CrossFuseError, match="--batch=3: not a bench.py option"):
         bench.main(["--batch=3"])
+
+
+FAKE_REFERENCE = {  # the reference checkout's layout and entry points, with one convolution each
+    "network/__init__.py": "",
+    "network/net_autoencoder.py": """
+import torch
+class Auto_Encoder_single(torch.nn.Module):
+    def __init__(self, **config):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+    def forward(self, x):
+        return self.conv(x / 255), self.conv(x / 255)[:, :, ::8, ::8]
+    def train_module(self, x):
+        return {"total_loss": (self.conv(x / 255).mean(1, keepdim=True) * 255 - x).square().mean()}
+""",
+    "network/net_conv_trans.py": """
+import torch, cv2, seaborn  # imported by the reference's tools, never called in a step
+class Trans_FuseNet(torch.nn.Module):
+    def __init__(self, **config):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 1, 3, padding=1)
+    def train_module(self, x_ir, x_vi, ir_sh, vi_sh, ir_de, vi_de, shift, gradient, order):
+        out = self.conv(torch.cat([ir_sh, vi_sh], 1)) * 255
+        return {"total_loss": order(out, x_ir, x_vi) + gradient(out, x_ir, x_vi)}
+""",
+    "network/loss.py": """
+class Gradient_loss:
+    def __init__(self, channels): pass
+    def __call__(self, out, x_ir, x_vi): return (out - x_vi).abs().mean()
+class Order_loss(Gradient_loss):
+    def __call__(self, out, x_ir, x_vi): return (out - x_ir).square().mean()
+""",
+}
+
+
+def test_the_reference_steps_run_beside_ours_alternating(tmp_path):
+    """--reference-code: the reference's modules are imported from its checkout (here a stand-in with its
+    layout) and its step is timed beside ours, each repeat once each; a folder that is not one is refused."""
+    for name, text in FAKE_REFERENCE.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    row = timing.in_fresh_process(versus.measure_versus, QUICK, tmp_path, "end_to_end", "fp32")
+    assert row["stage"] == "end_to_end" and len(row["reference_s"]) == len(row["ours_s"]) == 3
+    assert positive(row["speedup"]) and row["speedup"] == row["reference_median_s"] / row["ours_median_s"]
+    assert "beside the reference" in bench.table({"meta": {**row, "device_name": "cpu", "threads": 2, "quick": True,
+                                                          "torch": "", "repeats": 3}, "versus": [row]})
+    proc = run_script("bench.py", "--sections", "versus", "--reference-code", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "not a checkout of the reference" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_script("bench.py", "--sections", "versus")
+    assert proc.returncode == 2 and "--sections versus needs --reference-code" in proc.stderr
