@@ -153,6 +153,9 @@ def test_a_dark_core_in_a_bright_sky_is_a_blob():
     assert [f for f in image_flags(sky_blob(ir, vi), ir, vi) if f.name != "blobs"] == []  # no other guard sees it
     for fused in reference_fusions(ir, vi).values():
         assert not blobs(fused, ir, vi).flagged
+    lifted = reference_fusions(ir, vi)["pixel-max"].astype(np.float64)
+    lifted[:40] += 40  # the whole sky brighter than both sources: outside their range, no contrast of its own
+    assert blobs(lifted.astype(np.uint8), ir, vi).value == 0
 
 
 def test_a_contrast_stretch_of_a_real_fusion_is_not_a_blob(tno):
