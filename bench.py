@@ -31,7 +31,14 @@ from typing import Any
 import torch
 
 from benchmarks.gpu_plan import format_plan, plan
-from benchmarks.sections import measure_ceiling, measure_data, measure_fusion, measure_load, measure_training
+from benchmarks.sections import (
+    measure_ceiling,
+    measure_data,
+    measure_fusion,
+    measure_load,
+    measure_profile,
+    measure_training,
+)
 from benchmarks.timing import BenchSettings, in_fresh_process, isolated
 from benchmarks.versus import check_checkout, measure_versus
 from cli.entry import run_main
@@ -41,7 +48,7 @@ from utils.errors import CrossFuseError
 from utils.tables import format_table
 
 ROADSCENE = Path("../shared/data/roadscene")  # --data's default, relative to the working directory
-SECTIONS = ("ceiling", "fusion", "train", "load", "data", "versus")
+SECTIONS = ("ceiling", "fusion", "train", "profile", "load", "data", "versus")
 VARIANTS = ("fp32", "amp", "compile")
 STAGES = ("stage1", "stage2", "end_to_end")
 FUSION_SIZES = ((512, 512), (1024, 1024), (2048, 2048), (576, 768))
@@ -83,6 +90,12 @@ def run(settings: BenchSettings, sections: list[str], variants: list[str], data:
             for stage in STAGES:
                 log(f"training {stage} {variant} ...")
                 results["train"].append(isolated(measure_training, settings, stage, variant))
+    if "profile" in sections and device.type == "cpu":
+        results["profile"] = []
+        for variant in variants:
+            for stage in STAGES:
+                log(f"profiling {stage} {variant} ...")
+                results["profile"].append(in_fresh_process(measure_profile, settings, stage, variant))
     if "load" in sections and device.type == "cpu":
         log("training step under load ...")
         results["load"] = in_fresh_process(measure_load, settings)
@@ -153,6 +166,13 @@ def table(results: dict) -> str:
             ["training step", "variant", "stage", "batch", "s/step", *costs],
             [["", r["variant"], r["stage"], str(r["batch"]), f"{r['seconds']:.2f}", *rates(r)]
              for r in results["train"]], "<<<" + ">" * 7)]
+    if results.get("profile"):
+        kinds = list(results["profile"][0]["shares"])
+        lines += ["", format_table(
+            ["where a step's time goes", "variant", "stage", "op s/step", *kinds],
+            [["", r["variant"], r["stage"], f"{r['operator_seconds']:.2f}",
+              *(f"{100 * r['shares'][k]:.0f}%" for k in kinds)] for r in results["profile"]],
+            "<<<" + ">" * (1 + len(kinds)))]
     if results.get("versus"):
         lines += ["", format_table(
             ["beside the reference", "ours", "stage", "batch", "reference s/step", "ours s/step", "speed-up"],

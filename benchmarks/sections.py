@@ -130,6 +130,34 @@ def measure_training(settings: BenchSettings, stage: str, variant: str, compile_
             **ceiling_beside(settings, device)}
 
 
+# Where a step's time goes: aten operators by the first of these their names contain (self time).
+LAYER_KINDS = (("optimiser", ("adam", "_foreach")), ("convolution", ("conv",)),
+               ("matmul (linear, attention)", ("mm", "linear", "attention")), ("normalisation", ("norm",)),
+               ("pooling", ("pool",)))
+OTHER_KIND = "elementwise and other"
+
+
+def layer_kind(op: str) -> str:
+    return next((kind for kind, parts in LAYER_KINDS if any(p in op.lower() for p in parts)), OTHER_KIND)
+
+
+def measure_profile(settings: BenchSettings, stage: str, variant: str) -> dict[str, Any]:
+    """Share of a training step's operator time per layer kind (torch.profiler, CPU self time)."""
+    device = setup(settings)
+    run = training_step(stage, device, 2, 64 if settings.quick else 256, variant)
+    run.step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        for _ in range(settings.repeats):
+            run.step()
+    seconds: dict[str, float] = {}
+    for event in profile.key_averages():
+        kind = layer_kind(event.key)
+        seconds[kind] = seconds.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / settings.repeats
+    total = sum(seconds.values())
+    return {"stage": stage, "variant": variant, "operator_seconds": total,
+            "shares": {kind: seconds.get(kind, 0.0) / total for kind, _ in (*LAYER_KINDS, (OTHER_KIND, ()))}}
+
+
 # ---------------------------------------------------------------- 4. a step under load
 
 

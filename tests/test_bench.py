@@ -35,7 +35,7 @@ def test_quick_run_writes_complete_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fusion (1 pair)" in proc.stdout and "training step" in proc.stdout
     results = json.loads(out.read_text())
-    assert set(results) == {"meta", "ceiling", "fusion", "train", "load", "data"}
+    assert set(results) == {"meta", "ceiling", "fusion", "train", "profile", "load", "data"}
     assert positive(results["ceiling"]["fp32"]["gflops_per_s"])
     assert [(r["height"], r["width"]) for r in results["fusion"]] == list(bench.QUICK_FUSION_SIZES)
     assert [r["stage"] for r in results["train"]] == list(bench.STAGES)
@@ -45,6 +45,10 @@ def test_quick_run_writes_complete_json(tmp_path):
         assert row["mem_kind"] == "rss" and row["variant"] == "fp32"
         assert len(row["times"]) == 1
     assert all(positive(r["seconds_per_mp"]) for r in results["fusion"])
+    assert [r["stage"] for r in results["profile"]] == list(bench.STAGES) and "where a step's time goes" in proc.stdout
+    for row in results["profile"]:
+        assert sum(row["shares"].values()) == pytest.approx(1.0) and row["shares"]["convolution"] > 0
+        assert row["shares"]["optimiser"] > 0 and positive(row["operator_seconds"])
     load = results["load"]
     if "skipped" in load:  # a process allowed one core (taskset -c 0)
         assert len(os.sched_getaffinity(0)) == 1 and "one core" in load["skipped"]
