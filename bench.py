@@ -120,11 +120,15 @@ def device_name(device: torch.device) -> str:
 
 def add_fractions(results: dict) -> None:
     """Achieved GFLOP/s as a fraction of the matmul ceiling of the same precision (bf16 for amp): on
-    the CPU the one timed beside the measurement, on CUDA the ceiling section's."""
+    the CPU the fp32 one timed beside the measurement (for amp times the ceiling section's bf16/fp32
+    ratio), on CUDA the ceiling section's."""
     ceiling = results.get("ceiling", {})
     for row in results.get("fusion", []) + results.get("train", []):
-        ref = ceiling.get("bf16" if row["variant"] == "amp" and "bf16" in ceiling else "fp32")
+        low = row["variant"] == "amp" and "bf16" in ceiling
+        ref = ceiling.get("bf16" if low else "fp32")
         rate = row.get("ceiling_beside_gflops") or (ref["gflops_per_s"] if ref else None)
+        if low and rate and "ceiling_beside_gflops" in row:
+            rate *= ceiling["bf16"]["gflops_per_s"] / ceiling["fp32"]["gflops_per_s"]
         row["fraction_of_ceiling"] = row["gflops_per_s"] / rate if rate else None
 
 
@@ -154,7 +158,8 @@ def table(results: dict) -> str:
               if "ceiling_beside_gflops" in r]
     if beside:
         lines.append(f"ceil = share of the fp32 matmul rate timed in each measuring process right after it "
-                     f"({min(beside):.1f} to {max(beside):.1f} GFLOP/s here: the load varies)")
+                     f"({min(beside):.1f} to {max(beside):.1f} GFLOP/s here: the load varies; amp rows: times "
+                     "the bf16/fp32 ratio of the ceiling)")
     costs = ["GFLOP", "GFLOP/s", "ceil", "peak MiB", "+MiB"]
     if results.get("fusion"):
         lines += ["", format_table(

@@ -31,17 +31,17 @@ from training.runtime import Runtime
 from training.settings import read_settings
 from training.stages import STAGES
 from training.trainer import train_step
-from utils.device import autocast, to_device
+from utils.device import autocast, native_bf16, to_device
 
 LOADER_BATCH = 8
 DATA_WORKERS = (0, 1, 2)
 
 
 def measure_ceiling(settings: BenchSettings) -> dict[str, Any]:
-    """Large square matmul GFLOP/s: fp32, and bf16 on CUDA (TF32 stays off, the default)."""
+    """Large square matmul GFLOP/s: fp32, and bf16 on CUDA and on CPUs with native bf16 (TF32 stays off)."""
     device = setup(settings)
     n = 512 if settings.quick else (8192 if device.type == "cuda" else 4096)
-    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if device.type == "cuda" else {})}
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if native_bf16(device) else {})}
     return {name: {"n": n, **summary(matmul_times(n, dtype, max(settings.repeats, 3), device), 2 * n**3)}
             for name, dtype in dtypes.items()}
 
