@@ -84,30 +84,28 @@ def run(settings: BenchSettings, sections: list[str], variants: list[str], data:
             for height, width in fusion_sizes or (QUICK_FUSION_SIZES if settings.quick else FUSION_SIZES):
                 log(f"fusion {width}x{height} {variant} ...")
                 results["fusion"].append(isolated(measure_fusion, settings, height, width, variant))
+
+    def each_stage(what: str, runner: Callable, measure: Callable, *more: Any) -> list[dict]:
+        """measure(settings, stage, variant, *more) for every variant and stage, each by `runner`."""
+        rows = []
+        for variant in variants:
+            for stage in STAGES:
+                log(f"{what} {stage} {variant} ...")
+                rows.append(runner(measure, settings, stage, variant, *more))
+        return rows
+
     if "train" in sections:
-        results["train"] = []
-        for variant in variants:
-            for stage in STAGES:
-                log(f"training {stage} {variant} ...")
-                results["train"].append(isolated(measure_training, settings, stage, variant))
+        results["train"] = each_stage("training", isolated, measure_training)
     if "profile" in sections and device.type == "cpu":
-        results["profile"] = []
-        for variant in variants:
-            for stage in STAGES:
-                log(f"profiling {stage} {variant} ...")
-                results["profile"].append(in_fresh_process(measure_profile, settings, stage, variant))
+        results["profile"] = each_stage("profiling", in_fresh_process, measure_profile)
     if "load" in sections and device.type == "cpu":
         log("training step under load ...")
         results["load"] = in_fresh_process(measure_load, settings)
     if "data" in sections:
         log("data pipeline ...")
         results["data"] = in_fresh_process(measure_data, settings, data)
-    if "versus" in sections and reference_code is not None and device.type == "cpu":
-        results["versus"] = []
-        for variant in variants:
-            for stage in STAGES:
-                log(f"reference beside ours, {stage} {variant} ...")
-                results["versus"].append(in_fresh_process(measure_versus, settings, reference_code, stage, variant))
+    if "versus" in sections and device.type == "cpu":
+        results["versus"] = each_stage("reference beside ours,", in_fresh_process, measure_versus, reference_code)
     add_fractions(results)
     return results
 
@@ -230,7 +228,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--quick", action="store_true", help="tiny sizes and one repeat (smoke test)")
     p.add_argument("--repeats", type=int, help="timed runs per measurement after the warm-up (default 3, quick 1)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--sections", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; versus only "
+                                      "with --reference-code)")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)} "
                                       "(default: all on CUDA, fp32 on the CPU)")
     p.add_argument("--fusion-sizes", help=f"comma-separated WIDTHxHEIGHT of the fusion section (default "
@@ -285,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     if repeats < 1 or args.threads < 1:
         raise CrossFuseError("--repeats and --threads must be at least 1")
     settings = BenchSettings(str(device), args.threads, repeats, args.quick)
-    sections = split_choices(args.sections, SECTIONS, "sections")
+    sections = (split_choices(args.sections, SECTIONS, "sections") if args.sections
+                else [s for s in SECTIONS if s != "versus" or args.reference_code is not None])
     variants = split_choices(args.variants, VARIANTS, "variants") if args.variants else default_variants(device)
     start, load_start = time.perf_counter(), os.getloadavg()
     sizes = parse_sizes(args.fusion_sizes) if args.fusion_sizes else None
-    if "versus" in sections and args.reference_code is None and args.sections != ",".join(SECTIONS):
+    if "versus" in sections and args.reference_code is None:
         raise CrossFuseError("--sections versus needs --reference-code DIR (a checkout of "
                              "github.com/hli1221/CrossFuse)")
     if args.reference_code is not None:

@@ -149,13 +149,12 @@ def measure_profile(settings: BenchSettings, stage: str, variant: str) -> dict[s
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         for _ in range(settings.repeats):
             run.step()
-    seconds: dict[str, float] = {}
+    seconds = dict.fromkeys([kind for kind, _ in LAYER_KINDS] + [OTHER_KIND], 0.0)
     for event in profile.key_averages():
-        kind = layer_kind(event.key)
-        seconds[kind] = seconds.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / settings.repeats
+        seconds[layer_kind(event.key)] += event.self_cpu_time_total / 1e6 / settings.repeats
     total = sum(seconds.values())
     return {"stage": stage, "variant": variant, "operator_seconds": total,
-            "shares": {kind: seconds.get(kind, 0.0) / total for kind, _ in (*LAYER_KINDS, (OTHER_KIND, ()))}}
+            "shares": {kind: value / total for kind, value in seconds.items()}}
 
 
 # ---------------------------------------------------------------- 4. a step under load

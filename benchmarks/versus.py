@@ -11,7 +11,6 @@ the seed fork does.
 import importlib
 import statistics
 import sys
-import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 
 from benchmarks.sections import training_step
-from benchmarks.timing import BenchSettings, setup
+from benchmarks.timing import BenchSettings, setup, timed
 from utils.errors import CrossFuseError
 
 # The reference scripts' model configurations (train_autoencoder.py, train_conv_trans.py).
@@ -90,13 +89,7 @@ def reference_step(ref: types.SimpleNamespace, stage: str, batch: int, size: int
     return step
 
 
-def seconds(step: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
-
-
-def measure_versus(settings: BenchSettings, code: Path, stage: str, variant: str = "fp32") -> dict[str, Any]:
+def measure_versus(settings: BenchSettings, stage: str, variant: str, code: Path) -> dict[str, Any]:
     """Seconds per step of the reference (always fp32: it has no bf16 path) and of ours (`variant`), alternating."""
     device = setup(settings)
     if device.type != "cpu":
@@ -107,8 +100,8 @@ def measure_versus(settings: BenchSettings, code: Path, stage: str, variant: str
     ref(), ours()  # warm-up
     times: dict[str, list[float]] = {"reference": [], "ours": []}
     for _ in range(max(settings.repeats, 3)):
-        times["reference"].append(seconds(ref))
-        times["ours"].append(seconds(ours))
+        times["reference"] += timed(ref, 1, device)
+        times["ours"] += timed(ours, 1, device)
     medians = {k: statistics.median(v) for k, v in times.items()}
     return {"stage": stage, "variant": variant, "batch": batch, "size": size,
             "reference_s": times["reference"], "ours_s": times["ours"],

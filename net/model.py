@@ -121,6 +121,12 @@ FLAT_RANGE = 1e-3  # an output whose max - min is below this share of its magnit
 FULL_STRETCH_INPUTS = 64  # inputs spanning at least this many grey levels get the reference's full stretch
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """x, in float32 if autocast made it bf16 or fp16: 8 bits of mantissa cannot hold a spread that is
+    small beside the mean, so statistics of such maps are taken in float32."""
+    return x.float() if x.dtype in LOW_PRECISION else x
+
+
 def output_span(ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, the grey range the output is stretched over and where it starts (B x 1 x 1 x 1 each).
 
@@ -193,7 +199,7 @@ def standardise_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ..
     a grid at the token period. Centred features give the CAM the inputs' content only; one common
     factor keeps the activity weights wx, wy (ratios of the two modalities) as they were.
     """
-    a, b = (x.float() if x.dtype in LOW_PRECISION else x for x in (a, b))  # bf16 (--amp): centre in float32
+    a, b = at_least_float32(a), at_least_float32(b)  # bf16 (--amp): centre in float32
     std = joint_std(a, b)
     return a / std, b / std, (a - a.mean(dim=(2, 3), keepdim=True)) / std, (b - b.mean(dim=(2, 3), keepdim=True)) / std
 
@@ -207,7 +213,7 @@ def channel_var_mean(x: Shallow) -> tuple[torch.Tensor, torch.Tensor]:
     statistics would keep 8 bits, too few for a spread that is small beside the mean."""
     if isinstance(x, ShallowFeatures):
         return x.var_mean()
-    return torch.var_mean(x.float() if x.dtype in LOW_PRECISION else x, dim=(2, 3), correction=0)
+    return torch.var_mean(at_least_float32(x), dim=(2, 3), correction=0)
 
 
 def joint_std(a: Shallow, b: Shallow) -> torch.Tensor:
@@ -242,8 +248,7 @@ class FusionNet(nn.Module):
         clamped to 0..255 (in training the loss sees the values as they are, gradients included).
         Under bf16 autocast z is bf16: its statistics and the stretch are taken in float32, since 8 bits of
         mantissa cannot hold a spread that is small beside the mean (the fused image collapsed to grey)."""
-        if z.dtype in LOW_PRECISION:
-            z = z.float()
+        z = at_least_float32(z)
         if self.cfg.output_norm == "minmax":
             return stretch_output(z, *output_span(ir, vi))
         out = standardise_output(z, *output_stats(self.cfg.output_norm, ir, vi), self.out_gain, self.out_offset)

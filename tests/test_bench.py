@@ -216,7 +216,7 @@ def test_the_reference_steps_run_beside_ours_alternating(tmp_path):
     for name, text in FAKE_REFERENCE.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
-    row = timing.in_fresh_process(versus.measure_versus, QUICK, tmp_path, "end_to_end", "fp32")
+    row = timing.in_fresh_process(versus.measure_versus, QUICK, "end_to_end", "fp32", tmp_path)
     assert row["stage"] == "end_to_end" and len(row["reference_s"]) == len(row["ours_s"]) == 3
     assert positive(row["speedup"]) and row["speedup"] == row["reference_median_s"] / row["ours_median_s"]
     assert "beside the reference" in bench.table({"meta": {**row, "device_name": "cpu", "threads": 2, "quick": True,
