@@ -26,7 +26,8 @@ class EndToEnd(Settings):
     lr_min = 1e-6
     warmup_epochs = 0.0  # > 0: the lr ramps up linearly over this many epochs, step by step (0 = reference)
     # data
-    dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md)
+    dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md); or several,
+    # joined by commas, each DIR[START:END] for a slice of its pairs: "roadscene[:170],m3fd-train[:100]"
     train_num = 20000  # the first N pairs (0 = all)
     image_size = 256  # resized (bilinear) to image_size x image_size
     crop = False  # random image_size crops instead of resizing

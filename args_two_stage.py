@@ -28,7 +28,8 @@ class Stage1(Settings):
     lr_min = 1e-6
     warmup_epochs = 0.0  # > 0: the lr ramps up linearly over this many epochs, step by step (0 = reference)
     # data
-    dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md)
+    dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md); or several,
+    # joined by commas, each DIR[START:END] for a slice of its pairs: "roadscene[:170],m3fd-train[:100]"
     images = ""  # or one folder of single images of the chosen modality, used instead of `dataset`
     modality = "both"  # ir, vi or both (IR first, then VIS)
     train_num = 40000  # the first N images (0 = all)
@@ -83,7 +84,8 @@ class Stage2(Settings):
     lr_min = 1e-6
     warmup_epochs = 0.0  # > 0: the lr ramps up linearly over this many epochs, step by step (0 = reference)
     # data
-    dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md)
+    dataset = "data/KAIST"  # a dataset root: KAIST, ir/vi subfolders or IRn/VISn names (data/README.md); or several,
+    # joined by commas, each DIR[START:END] for a slice of its pairs: "roadscene[:170],m3fd-train[:100]"
     train_num = 20000  # the first N pairs (0 = all)
     image_size = 256  # resized (bilinear) to image_size x image_size
     crop = False  # random image_size crops instead of resizing

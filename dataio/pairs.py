@@ -228,6 +228,20 @@ def _find_in_root(root: Path) -> PairScan:
     raise CrossFuseError(f"{root}: no recognisable layout (looked for {'; '.join(_LAYOUTS)})")
 
 
+def split_span(text: str) -> tuple[str, slice]:
+    """FOLDER[START:END] -> (FOLDER, slice of its pairs in order); a plain FOLDER takes them all. One syntax for
+    training data and test sets, e.g. roadscene[:200] to train on and roadscene[200:] to test on."""
+    if match := re.fullmatch(r"(.+)\[(\d*):(\d*)\]", text):
+        return match[1], slice(int(match[2]) if match[2] else None, int(match[3]) if match[3] else None)
+    return text, slice(None)
+
+
+def span_text(span: slice) -> str:
+    """The [START:END] suffix that split_span reads, empty for all pairs."""
+    return "" if span == slice(None) else f"[{span.start if span.start is not None else ''}:" \
+                                            f"{span.stop if span.stop is not None else ''}]"
+
+
 def pair_single(ir_file: Path, vi_file: Path) -> Pair:
     """A Pair for fusing one IR file with one VIS file given directly."""
     ir_file, vi_file = Path(ir_file), Path(vi_file)

@@ -9,28 +9,36 @@ from torch.utils.data import Dataset
 from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
 from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit
 from dataio.images import Role, parse_range
-from dataio.pairs import Pair, find_images, find_pairs
+from dataio.pairs import Pair, find_images, find_pairs, span_text, split_span
 from utils.args_base import Settings
 from utils.cores import loader_workers
 from utils.errors import CrossFuseError
 
 
-def _dataset_root(config: Settings) -> Path:
-    root = Path(config.dataset)
-    if not root.exists():
-        raise CrossFuseError(f"{root}: dataset not found. Get KAIST as data/README.md explains, point "
-                             "--dataset=DIR at another set (e.g. ../shared/data/roadscene), or try --demo")
-    return root
+def dataset_parts(dataset: str) -> list[tuple[Path, slice]]:
+    """The `dataset` setting's folders, each with the slice of its pairs taken: one folder, or several
+    joined by commas, e.g. "../shared/data/roadscene[:170],../shared/data/m3fd-train[:100]"."""
+    return [(Path(folder), span) for folder, span in (split_span(part.strip()) for part in dataset.split(","))]
 
 
 def training_pairs(config: Settings) -> list[Pair]:
-    """The first train_num IR/VIS pairs of the configured dataset; unpaired files are reported."""
-    scan = find_pairs(_dataset_root(config))
-    if scan.unpaired:
-        shown = ", ".join(str(p) for p in scan.unpaired[:5])
-        print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
-              + (" ..." if len(scan.unpaired) > 5 else ""), file=sys.stderr)
-    return limit(scan.pairs, config.train_num)
+    """The first train_num IR/VIS pairs of the configured dataset, its folders' pairs in the order given;
+    unpaired files are reported."""
+    pairs = []
+    for root, span in dataset_parts(config.dataset):
+        if not root.exists():
+            raise CrossFuseError(f"{root}: dataset not found. Get KAIST as data/README.md explains, point "
+                                 "--dataset=DIR at another set (e.g. ../shared/data/roadscene), or try --demo")
+        scan = find_pairs(root)
+        if scan.unpaired:
+            shown = ", ".join(str(p) for p in scan.unpaired[:5])
+            print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
+                  + (" ..." if len(scan.unpaired) > 5 else ""), file=sys.stderr)
+        if not scan.pairs[span]:
+            raise CrossFuseError(f"{root}{span_text(span)}: no IR/VIS pairs in that slice (the folder holds "
+                                 f"{len(scan.pairs)})")
+        pairs += scan.pairs[span]
+    return limit(pairs, config.train_num)
 
 
 def training_images(config: Settings, modality: str) -> list[Path]:
@@ -42,7 +50,7 @@ def training_images(config: Settings, modality: str) -> list[Path]:
 
 def _cache_dir(config: Settings) -> Path:
     """Beside the data when that folder is writable, else under the output root."""
-    beside = Path(getattr(config, "images", "") or config.dataset) / ".crossfuse_cache"
+    beside = Path(getattr(config, "images", "") or dataset_parts(config.dataset)[0][0]) / ".crossfuse_cache"
     try:
         beside.mkdir(exist_ok=True)
         return beside

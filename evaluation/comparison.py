@@ -5,7 +5,6 @@ analyse, plot and write the report folder (docs/comparison.md).
 import argparse
 import contextlib
 import json
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage2
 from dataio.images import parse_range
-from dataio.pairs import Pair, find_pairs
+from dataio.pairs import Pair, find_pairs, span_text, split_span
 from evaluation import analysis, comparison_report, guards, report_plots, stats
 from evaluation.folder_scores import Scores, rule_scores, usable_metrics
 from evaluation.reports import json_ready, write_text
@@ -78,8 +77,7 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
     for path in scan.unpaired:
         print(f"warning: no partner for {path}", file=sys.stderr)
     pairs = scan.pairs[args.test_span]
-    if args.test_span != slice(None):
-        source += f"[{args.test_span.start or ''}:{args.test_span.stop or ''}]"
+    source += span_text(args.test_span)
     if not pairs:
         raise CrossFuseError(f"{source}: no IR/VIS pairs found" + (f" (the folder holds {len(scan.pairs)})"
                                                                   if scan.pairs else ""))
@@ -254,9 +252,7 @@ def _named(text: str) -> tuple[str, Path]:
 def _test_set(text: str) -> tuple[str, Path, slice]:
     """--test [NAME=]DIR[[START:END]]: a test folder, the name its report goes under (default: the folder's) and
     which of its pairs, in the folder's order (e.g. roadscene[200:]: the pairs a train_num = 200 run never saw)."""
-    span = slice(None)
-    if match := re.fullmatch(r"(.+)\[(\d*):(\d*)\]", text):
-        text, span = match[1], slice(int(match[2]) if match[2] else None, int(match[3]) if match[3] else None)
+    text, span = split_span(text)
     name, sep, path = text.partition("=")
     if sep and name and path and "/" not in name:
         return name, Path(path), span

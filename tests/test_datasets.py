@@ -12,6 +12,7 @@ from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit, ma
 from dataio.demo_data import make_demo_dataset
 from dataio.images import read_gray
 from dataio.pairs import Pair, find_pairs
+from dataio.training_data import training_pairs
 from utils.errors import CrossFuseError
 
 
@@ -190,6 +191,23 @@ def test_limit():
     assert limit(items, None) == items and limit(items, 0) == items and limit(items, 50) == items
     with pytest.raises(CrossFuseError, match="train_num"):
         limit(items, -1)
+
+
+def test_a_dataset_of_several_sliced_folders_joins_their_pairs_in_order(tmp_path):
+    """dataset = "A[:3],B[1:]": a wider training set from two folders, with slices kept back for validation."""
+    make_pairs(tmp_path / "a", 5)
+    make_pairs(tmp_path / "b", 4)
+    config = type("Config", (), dict(dataset=f"{tmp_path / 'a'}[:3], {tmp_path / 'b'}[1:]", train_num=0))
+    pairs = training_pairs(config)
+    assert [p.ir.parent.parent.name + p.name for p in pairs] == ["a00", "a01", "a02", "b01", "b02", "b03"]
+    config.train_num = 4
+    assert len(training_pairs(config)) == 4
+    config.dataset = f"{tmp_path / 'a'},{tmp_path / 'b'}[4:]"
+    with pytest.raises(CrossFuseError, match=r"b\[4:\]: no IR/VIS pairs in that slice \(the folder holds 4\)"):
+        training_pairs(config)
+    config.dataset = f"{tmp_path / 'a'},{tmp_path / 'missing'}"
+    with pytest.raises(CrossFuseError, match="missing: dataset not found"):
+        training_pairs(config)
 
 
 # --- loader -----------------------------------------------------------------------------------
