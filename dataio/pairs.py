@@ -242,6 +242,15 @@ def span_text(span: slice) -> str:
                                             f"{span.stop if span.stop is not None else ''}]"
 
 
+def take_span(pairs: list[Pair], span: slice, source: str) -> list[Pair]:
+    """pairs[span], or a one-line error naming source and the slice when it holds none (training data and
+    test sets alike)."""
+    if chosen := pairs[span]:
+        return chosen
+    raise CrossFuseError(f"{source}{span_text(span)}: no IR/VIS pairs found"
+                         + (f" (the folder holds {len(pairs)})" if pairs else ""))
+
+
 def pair_single(ir_file: Path, vi_file: Path) -> Pair:
     """A Pair for fusing one IR file with one VIS file given directly."""
     ir_file, vi_file = Path(ir_file), Path(vi_file)

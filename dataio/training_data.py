@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from dataio.cache import CachedImageDataset, CachedPairDataset, build_cache
 from dataio.datasets import ImageDataset, ImageTransform, PairDataset, limit
 from dataio.images import Role, parse_range
-from dataio.pairs import Pair, find_images, find_pairs, span_text, split_span
+from dataio.pairs import Pair, find_images, find_pairs, split_span, take_span
 from utils.args_base import Settings
 from utils.cores import loader_workers
 from utils.errors import CrossFuseError
@@ -34,10 +34,7 @@ def training_pairs(config: Settings) -> list[Pair]:
             shown = ", ".join(str(p) for p in scan.unpaired[:5])
             print(f"warning: {len(scan.unpaired)} files have no partner and are left out: {shown}"
                   + (" ..." if len(scan.unpaired) > 5 else ""), file=sys.stderr)
-        if not scan.pairs[span]:
-            raise CrossFuseError(f"{root}{span_text(span)}: no IR/VIS pairs in that slice (the folder holds "
-                                 f"{len(scan.pairs)})")
-        pairs += scan.pairs[span]
+        pairs += take_span(scan.pairs, span, str(root))
     return limit(pairs, config.train_num)
 
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from args_end_to_end import EndToEnd
 from args_two_stage import Stage2
 from dataio.images import parse_range
-from dataio.pairs import Pair, find_pairs, span_text, split_span
+from dataio.pairs import Pair, find_pairs, span_text, split_span, take_span
 from evaluation import analysis, comparison_report, guards, report_plots, stats
 from evaluation.folder_scores import Scores, rule_scores, usable_metrics
 from evaluation.reports import json_ready, write_text
@@ -76,11 +76,8 @@ def find_test_pairs(args: argparse.Namespace, runs: list[Run]) -> tuple[list[Pai
         scan, source = find_pairs(test), str(test)
     for path in scan.unpaired:
         print(f"warning: no partner for {path}", file=sys.stderr)
-    pairs = scan.pairs[args.test_span]
+    pairs = take_span(scan.pairs, args.test_span, source)
     source += span_text(args.test_span)
-    if not pairs:
-        raise CrossFuseError(f"{source}: no IR/VIS pairs found" + (f" (the folder holds {len(scan.pairs)})"
-                                                                  if scan.pairs else ""))
     return pairs[: args.max_images] if args.max_images else pairs, source
 
 

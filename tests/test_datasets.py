@@ -203,7 +203,7 @@ def test_a_dataset_of_several_sliced_folders_joins_their_pairs_in_order(tmp_path
     config.train_num = 4
     assert len(training_pairs(config)) == 4
     config.dataset = f"{tmp_path / 'a'},{tmp_path / 'b'}[4:]"
-    with pytest.raises(CrossFuseError, match=r"b\[4:\]: no IR/VIS pairs in that slice \(the folder holds 4\)"):
+    with pytest.raises(CrossFuseError, match=r"b\[4:\]: no IR/VIS pairs found \(the folder holds 4\)"):
         training_pairs(config)
     config.dataset = f"{tmp_path / 'a'},{tmp_path / 'missing'}"
     with pytest.raises(CrossFuseError, match="missing: dataset not found"):
